@@ -1,0 +1,133 @@
+"""VGG (Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
+Recognition", ICLR 2015, arXiv:1409.1556).
+
+- ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19``: configurations A, B, D and E of Table 1. Five stages
+  of 3x3 stride-1 convolutions (64, 128, 256, 512, 512 filters), each followed by 2x2 stride-2
+  max-pooling, then FC-4096, FC-4096 (ReLU, dropout 0.5) and the classifier.
+- ``vgg11_bn`` ... ``vgg19_bn``: batch normalisation after every convolution. The convolutions keep
+  their biases, as in the published (torchvision) models whose parameter counts these match.
+
+Small inputs (``small_inputs=True``, default for inputs of at most 64 pixels): the convolutions are
+unchanged (a 32x32 image reaches 1x1 after the fifth pool) and the classifier is the compact
+FC-512, FC-512 head (ReLU, dropout 0.5) used for CIFAR, instead of FC-4096 x2 on a flattened map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import keras
+from keras import layers
+
+from zoo.layers import (
+    Downsample,
+    check_input_size,
+    classifier,
+    conv_bn_act,
+    dense_act,
+    global_pool,
+    scale_channels,
+    use_small_form,
+)
+from zoo.registry import IMAGENET_MEAN, IMAGENET_STD, ModelInfo, register_model
+
+PAPER = (
+    "Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, "
+    "ICLR 2015 (arXiv:1409.1556)"
+)
+TORCHVISION = "torchvision.models weights metadata (num_params, GFLOPS)"
+STAGE_WIDTHS = (64, 128, 256, 512, 512)
+HIDDEN_UNITS = 4096
+SMALL_HIDDEN_UNITS = 512
+DROPOUT = 0.5
+
+
+@dataclass(frozen=True)
+class VGGSpec:
+    config: str  # the paper's column
+    depths: tuple[int, int, int, int, int]  # 3x3 convolutions per stage
+    num_params: int
+    macs: float
+    num_params_bn: int
+    macs_bn: float
+
+
+# fmt: off
+SPECS: dict[str, VGGSpec] = {
+    "vgg11": VGGSpec("A", (1, 1, 2, 2, 2), 132_863_336, 7.61e9, 132_868_840, 7.61e9),
+    "vgg13": VGGSpec("B", (2, 2, 2, 2, 2), 133_047_848, 11.31e9, 133_053_736, 11.31e9),
+    "vgg16": VGGSpec("D", (2, 2, 3, 3, 3), 138_357_544, 15.47e9, 138_365_992, 15.47e9),
+    "vgg19": VGGSpec("E", (2, 2, 4, 4, 4), 143_667_240, 19.63e9, 143_678_248, 19.63e9),
+}
+# fmt: on
+
+
+def build_vgg(
+    spec: VGGSpec,
+    *,
+    batch_norm: bool,
+    input_shape: tuple[int, int, int],
+    classes: int,
+    include_top: bool,
+    pooling: str | None,
+    classifier_activation: str | None,
+    width: float,
+    small_inputs: bool | None = None,
+    dropout: float = DROPOUT,
+    name: str,
+) -> keras.Model:
+    """Build a VGG network from its spec (see the module docstring for the options)."""
+    small = use_small_form(input_shape, small_inputs)
+    check_input_size(name, input_shape, [Downsample(2, 2, "valid")] * len(spec.depths))
+
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for stage, (depth, filters) in enumerate(zip(spec.depths, STAGE_WIDTHS, strict=True), 1):
+        for i in range(1, depth + 1):
+            x = conv_bn_act(
+                x,
+                scale_channels(filters, width),
+                3,
+                batch_norm=batch_norm,
+                use_bias=True,
+                name=f"block{stage}_{i}",
+            )
+        x = layers.MaxPooling2D(2, strides=2, name=f"block{stage}_pool")(x)
+
+    if not include_top:
+        return keras.Model(inputs, global_pool(x, pooling), name=name)
+    units = scale_channels(SMALL_HIDDEN_UNITS if small else HIDDEN_UNITS, width)
+    x = layers.Flatten(name="flatten")(x)
+    x = dense_act(x, units, dropout=dropout, name="fc1")
+    x = dense_act(x, units, dropout=dropout, name="fc2")
+    x = classifier(x, classes, classifier_activation)
+    return keras.Model(inputs, x, name=name)
+
+
+def _register() -> None:
+    for base, spec in SPECS.items():
+        for batch_norm in (False, True):
+            register_model(
+                ModelInfo(
+                    name=f"{base}_bn" if batch_norm else base,
+                    family="vgg",
+                    description=(
+                        f"VGG-{sum(spec.depths) + 3} (configuration {spec.config}), "
+                        f"{'with' if batch_norm else 'no'} batch normalisation"
+                    ),
+                    paper=PAPER,
+                    input_shape=(224, 224, 3),
+                    classes=1000,
+                    mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD,
+                    num_params=spec.num_params_bn if batch_norm else spec.num_params,
+                    params_source=TORCHVISION,
+                    macs=spec.macs_bn if batch_norm else spec.macs,
+                    macs_source=TORCHVISION,
+                ),
+                partial(build_vgg, spec, batch_norm=batch_norm),
+            )
+
+
+_register()
