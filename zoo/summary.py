@@ -169,13 +169,15 @@ def _row(stats: ModelStats) -> dict:
     }
 
 
-def _cell(value) -> str:
+def _cell(key: str, value) -> str:
     if value is None:
         return ""
+    if key.endswith("gmacs"):
+        return f"{value:.3f}"
+    if key.endswith("_mib"):
+        return f"{value:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
     return str(value)
 
 
@@ -191,7 +193,7 @@ def render(stats: Sequence[ModelStats], fmt: str) -> str:
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
     headers = [title for title, _ in COLUMNS]
-    cells = [[_cell(r[key]) for _, key in COLUMNS] for r in rows]
+    cells = [[_cell(key, r[key]) for _, key in COLUMNS] for r in rows]
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |"]
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|")
