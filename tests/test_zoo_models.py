@@ -221,7 +221,10 @@ def test_googlenet_variants():
     assert all(c.use_bias for c in convs(plain))
     assert not any(isinstance(layer, layers.BatchNormalization) for layer in plain.layers)
     lrn = [layer.name for layer in plain.layers if isinstance(layer, LocalResponseNormalization)]
-    assert lrn == ["pool1_lrn", "conv2_lrn"]
+    assert lrn == ["norm1", "norm2"]
+    names = [layer.name for layer in plain.layers]
+    assert names.index("pool1") < names.index("norm1") < names.index("conv2_reduce_conv")
+    assert names.index("conv2_relu") < names.index("norm2") < names.index("pool2")
     assert not any(c.use_bias for c in convs(bn))
     assert not any(isinstance(layer, LocalResponseNormalization) for layer in bn.layers)
     assert plain.get_layer("dropout").rate == 0.4
@@ -238,7 +241,15 @@ def test_googlenet_auxiliary_classifiers():
     outputs = model(images(size=96), training=True)
     assert [o.shape for o in outputs] == [(2, 6)] * 3
     assert model.output_names == ["predictions", "aux1_predictions", "aux2_predictions"]
-    assert model.get_layer("aux1_dropout").rate == 0.7
+    for aux, after in (("aux1", "inception_4a_output"), ("aux2", "inception_4d_output")):
+        pool = model.get_layer(f"{aux}_avg_pool")
+        assert (pool.pool_size, pool.strides, pool.padding) == ((5, 5), (3, 3), "valid")
+        assert pool.input.name == model.get_layer(after).output.name
+        conv = model.get_layer(f"{aux}_conv")
+        assert (conv.kernel_size, conv.filters) == ((1, 1), 128 // 8)
+        assert model.get_layer(f"{aux}_fc").units == 1024 // 8
+        assert model.get_layer(f"{aux}_fc_dropout").rate == 0.7
+        assert model.get_layer(f"{aux}_predictions").units == 6
     with pytest.raises(ValueError, match="aux_logits=True needs include_top=True"):
         zoo.create_model("googlenet", include_top=False, aux_logits=True)
 
@@ -247,8 +258,52 @@ def test_width_scales_channels_and_hidden_units():
     model = zoo.create_model("vgg11", width=0.5, small_inputs=False)
     assert [c.filters for c in convs(model)] == [32, 64, 128, 128, 256, 256, 256, 256]
     assert model.get_layer("fc1").units == 2048
-    grouped = zoo.create_model("alexnet", width=0.1)
-    assert all(c.filters % c.groups == 0 for c in convs(grouped))
+
+
+@pytest.mark.parametrize("width", [0.01, 0.1, 0.3, 0.7, 1.3])
+def test_alexnet_groups_divide_inputs_and_outputs_at_any_width(width):
+    model = zoo.create_model("alexnet", input_shape=(32, 32, 3), classes=3, width=width)
+    for conv in convs(model):
+        assert conv.filters % conv.groups == 0 and conv.input.shape[-1] % conv.groups == 0
+    assert model(images(1), training=False).shape == (1, 3)
+
+
+def impulse_response(model, first: str, last: str) -> list[list[int]]:
+    """Output pixels reached by an impulse at input pixel (2, 2) of the path from layer
+    ``first`` to layer ``last``, with every kernel weight set to one and biases to zero."""
+    path = keras.Model(model.get_layer(first).input, model.get_layer(last).output)
+    for layer in path.layers:
+        if isinstance(layer, layers.Conv2D):
+            layer.kernel.assign(np.ones(layer.kernel.shape, "float32"))
+            if layer.use_bias:
+                layer.bias.assign(np.zeros(layer.bias.shape, "float32"))
+    _, side, _, channels = path.inputs[0].shape
+    impulse = np.zeros((1, side, side, channels), "float32")
+    impulse[0, 2, 2, :] = 1.0
+    response = np.abs(path(impulse, training=False).numpy()).sum(axis=-1)[0]
+    return np.argwhere(response > 0).tolist()
+
+
+@pytest.mark.parametrize(
+    ("name", "branch", "shortcut"),
+    [
+        ("resnet20", ("conv3_block1_1_pad", "conv3_block1_1_conv"), "conv3_block1_0_pad"),
+        ("resnet18", ("conv3_block1_1_pad", "conv3_block1_1_conv"), "conv3_block1_0_conv"),
+        ("resnet50", ("conv3_block1_2_pad", "conv3_block1_2_conv"), "conv3_block1_0_conv"),
+    ],
+)
+def test_strided_branch_and_shortcut_are_centred_on_the_same_pixel(name, branch, shortcut):
+    """Input pixel (2, 2) of a downsampling block must land on output pixel (1, 1) in both the
+    strided convolution and the shortcut, as in the reference (Caffe, torchvision) models."""
+    model = zoo.create_model(name, input_shape=(32, 32, 3), width=0.125)
+    assert model.get_layer(branch[1]).strides == (2, 2)
+    assert impulse_response(model, *branch) == [[1, 1]]
+    assert impulse_response(model, shortcut, shortcut) == [[1, 1]]
+
+
+def test_stride_in_1x1_needs_bottlenecks():
+    with pytest.raises(ValueError, match="stride_in_1x1 applies to bottleneck ResNets"):
+        zoo.create_model("resnet18", stride_in_1x1=True)
 
 
 # Custom layers -----------------------------------------------------------------------------
@@ -264,11 +319,41 @@ def test_lrn_matches_tensorflow_with_the_paper_constants():
     assert not np.allclose(ours, x)  # the constants make a visible difference at this scale
 
 
-def test_lrn_is_safe_in_float16():
-    x = np.full((1, 2, 2, 8), 300.0, dtype="float16")  # 300**2 overflows float16
-    out = LocalResponseNormalization(dtype="mixed_float16")(x)
-    assert out.dtype == tf.float16
-    assert np.isfinite(out.numpy()).all()
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_lrn_is_accurate_in_half_precision(policy):
+    x = np.random.default_rng(2).uniform(0, 300, size=(1, 3, 3, 16)).astype("float32")
+    exact = LocalResponseNormalization()(x).numpy()
+    half = LocalResponseNormalization(dtype=policy)(x)  # 300**2 overflows float16
+    assert half.dtype == tf.as_dtype(policy.removeprefix("mixed_"))
+    tolerance = 2e-3 if policy == "mixed_float16" else 1e-2
+    np.testing.assert_allclose(tf.cast(half, tf.float32).numpy(), exact, rtol=tolerance)
+
+
+def test_custom_layers_round_trip_their_configuration():
+    lrn = LocalResponseNormalization(size=3, bias=1.0, alpha=2e-4, beta=0.5, name="lrn")
+    again = LocalResponseNormalization.from_config(lrn.get_config())
+    assert (again.size, again.bias, again.alpha, again.beta, again.name) == (
+        3,
+        1.0,
+        2e-4,
+        0.5,
+        "lrn",
+    )
+    pad = ZeroPadShortcut(channels=24, strides=3, name="pad")
+    again = ZeroPadShortcut.from_config(pad.get_config())
+    assert (again.channels, again.strides, again.name) == (24, 3, "pad")
+    with pytest.raises(ValueError, match="positive odd integer"):
+        LocalResponseNormalization(size=4)
+
+
+@pytest.mark.parametrize("pooling", [None, "avg"])
+def test_feature_extractor_outputs_float32_under_mixed_precision(pooling):
+    keras.config.set_dtype_policy("mixed_float16")
+    model = zoo.create_model(
+        "vgg11_bn", input_shape=(32, 32, 3), include_top=False, pooling=pooling, width=0.125
+    )
+    assert model.get_layer("block1_1_conv").compute_dtype == "float16"
+    assert model(images(), training=False).dtype == tf.float32
 
 
 def test_zero_pad_shortcut_subsamples_and_pads_evenly():

@@ -95,6 +95,23 @@ def test_impossible_arguments_fail_before_building(no_building, kwargs, pattern)
         zoo.create_model("resnet50", **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "pattern"),
+    [
+        ("resnet20", {"width": True}, "width must be a finite number > 0, got True"),
+        ("resnet20", {"include_top": "no"}, "include_top must be True or False, got 'no'"),
+        ("vgg16", {"dropout": 1.5}, "vgg16: dropout must be a number in \\[0, 1\\), got 1.5"),
+        ("alexnet", {"dropout": -0.1}, "alexnet: dropout must be a number in"),
+        ("googlenet", {"dropout": 1}, "googlenet: dropout must be a number in"),
+        ("resnet18", {"stride_in_1x1": True}, "stride_in_1x1 applies to bottleneck ResNets"),
+        ("googlenet", {"include_top": False, "aux_logits": True}, "needs include_top=True"),
+    ],
+)
+def test_family_arguments_fail_before_building(no_building, name, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        zoo.create_model(name, **kwargs)
+
+
 def test_family_options_listed_without_bound_ones():
     with pytest.raises(ValueError) as err:
         zoo.create_model("vgg16_bn", batch_norm=False)

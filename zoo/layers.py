@@ -95,13 +95,20 @@ def classifier(
     return layers.Dense(classes, activation=activation, dtype="float32", name=name)(x)
 
 
-def global_pool(x: keras.KerasTensor, pooling: str | None) -> keras.KerasTensor:
-    """Feature-extractor pooling: ``None`` keeps the map, ``"avg"``/``"max"`` pool it globally."""
+def feature_output(x: keras.KerasTensor, pooling: str | None) -> keras.KerasTensor:
+    """A feature extractor's output: ``None`` keeps the map, ``"avg"``/``"max"`` pool it
+    globally. The result is float32 (``features``) whatever the global dtype policy."""
     if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return layers.Activation("linear", dtype="float32", name="features")(x)
+
+
+def check_rate(model: str, option: str, rate: float) -> None:
+    """Raise ``ValueError`` unless ``rate`` is a dropout rate in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"{model}: {option} must be a number in [0, 1), got {rate!r}.")
 
 
 def max_pool(

@@ -172,7 +172,14 @@ def create_model(
             f"{name}: pooling={pooling!r} applies to feature extractors; "
             "pass include_top=False with it, or drop it (the classifier has its own pooling)."
         )
-    if not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+    if not isinstance(include_top, bool):
+        raise ValueError(f"{name}: include_top must be True or False, got {include_top!r}.")
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, (int, float))
+        or not math.isfinite(width)
+        or width <= 0
+    ):
         raise ValueError(f"{name}: width must be a finite number > 0, got {width!r}.")
     if classifier_activation is not None:
         try:

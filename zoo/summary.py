@@ -83,19 +83,20 @@ def _outputs(tensor) -> list:
 
 
 def profile(model) -> tuple[int, int]:
-    """``(multiply-adds, activation values)`` per image for a built functional model."""
+    """``(multiply-adds, activation values)`` per image for a built functional model whose
+    layers are each called once (as every model of the zoo)."""
+    from keras import layers
+
     not_kept = _not_kept()
     macs = 0
     activations = sum(math.prod(t.shape[1:]) for t in _outputs(model.inputs))
     for layer in model.layers:
-        if not layer._inbound_nodes:  # an unused layer has no shapes
+        if isinstance(layer, layers.InputLayer):
             continue
-        for node in layer._inbound_nodes:
-            ins, outs = node.input_tensors, node.output_tensors
-            if ins:
-                macs += count_macs(layer, ins[0].shape, outs[0].shape)
-            if not isinstance(layer, not_kept):
-                activations += sum(math.prod(t.shape[1:]) for t in outs)
+        inputs, outputs = _outputs(layer.input), _outputs(layer.output)
+        macs += count_macs(layer, inputs[0].shape, outputs[0].shape)
+        if not isinstance(layer, not_kept):
+            activations += sum(math.prod(t.shape[1:]) for t in outputs)
     return int(macs), int(activations)
 
 

@@ -36,10 +36,11 @@ from zoo.layers import (
     Downsample,
     LocalResponseNormalization,
     check_input_size,
+    check_rate,
     classifier,
     conv_bn_act,
     dense_act,
-    global_pool,
+    feature_output,
     scale_channels,
     use_small_form,
 )
@@ -49,13 +50,14 @@ PAPER = (
     "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural "
     "Networks, NeurIPS 2012"
 )
+GROUPS = 2
 # (name, filters, kernel, groups, LRN after, max-pool after)
 CONVS = (
     ("conv1", 96, 11, 1, True, True),
-    ("conv2", 256, 5, 2, True, True),
+    ("conv2", 256, 5, GROUPS, True, True),
     ("conv3", 384, 3, 1, False, False),
-    ("conv4", 384, 3, 2, False, False),
-    ("conv5", 256, 3, 2, False, True),
+    ("conv4", 384, 3, GROUPS, False, False),
+    ("conv5", 256, 3, GROUPS, False, True),
 )
 HIDDEN_UNITS = 4096
 SMALL_HIDDEN_UNITS = 1024
@@ -76,6 +78,7 @@ def build_alexnet(
     name: str,
 ) -> keras.Model:
     """Build AlexNet (see the module docstring for the options)."""
+    check_rate(name, "dropout", dropout)
     small = use_small_form(input_shape, small_inputs)
     pool_padding = "same" if small else "valid"
     n_pools = sum(pool for *_, pool in CONVS)
@@ -95,7 +98,8 @@ def build_alexnet(
             kernel, strides, padding = (SMALL_CONV1_KERNEL, 1, "same") if small else (kernel, 4, 2)
         x = conv_bn_act(
             x,
-            scale_channels(filters, width, divisor=groups),
+            # even everywhere: a grouped convolution splits its input channels too
+            scale_channels(filters, width, divisor=GROUPS),
             kernel,
             strides=strides,
             padding=padding,
@@ -109,7 +113,7 @@ def build_alexnet(
             x = layers.MaxPooling2D(3, strides=2, padding=pool_padding, name=f"{conv}_pool")(x)
 
     if not include_top:
-        return keras.Model(inputs, global_pool(x, pooling), name=name)
+        return keras.Model(inputs, feature_output(x, pooling), name=name)
     units = scale_channels(SMALL_HIDDEN_UNITS if small else HIDDEN_UNITS, width)
     x = layers.Flatten(name="flatten")(x)
     x = dense_act(x, units, dropout=dropout, name="fc6")

@@ -15,7 +15,9 @@ Convolutions have no bias and are followed by batch normalisation; projection sh
 Small inputs (``small_inputs=True``, default for inputs of at most 64 pixels): the stem is a single
 3x3 stride-1 convolution without the max-pool, so a 32x32 image reaches the last stage at 4x4.
 The CIFAR networks are defined that way; the ImageNet ones then match the common CIFAR ResNet-18.
-Large inputs use the 7x7 stride-2 convolution and 3x3 stride-2 max-pool stem.
+Large inputs use the 7x7 stride-2 convolution and 3x3 stride-2 max-pool stem (with 16 filters for
+the CIFAR networks). Strided 3x3 convolutions pad one pixel on every side, as the reference models
+do, so each output pixel is centred on the same input pixel as its shortcut.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from zoo.layers import (
     check_input_size,
     classifier,
     conv_bn_act,
-    global_pool,
+    feature_output,
     max_pool,
     scale_channels,
     use_small_form,
@@ -107,7 +109,7 @@ def basic_block(
 ) -> keras.KerasTensor:
     """Two 3x3 convolutions and a shortcut: ``relu(x + bn(conv(relu(bn(conv(x))))))``."""
     skip = _shortcut(x, filters, strides=strides, kind=shortcut, name=name)
-    y = conv_bn_act(x, filters, 3, strides=strides, name=f"{name}_1")
+    y = conv_bn_act(x, filters, 3, strides=strides, padding=_padding(strides), name=f"{name}_1")
     y = conv_bn_act(
         y, filters, 3, activation=False, gamma_zero=zero_init_residual, name=f"{name}_2"
     )
@@ -130,10 +132,19 @@ def bottleneck_block(
     skip = _shortcut(x, out, strides=strides, kind=shortcut, name=name)
     s1, s3 = (strides, 1) if stride_in_1x1 else (1, strides)
     y = conv_bn_act(x, filters, 1, strides=s1, name=f"{name}_1")
-    y = conv_bn_act(y, filters, 3, strides=s3, name=f"{name}_2")
+    y = conv_bn_act(y, filters, 3, strides=s3, padding=_padding(s3), name=f"{name}_2")
     y = conv_bn_act(y, out, 1, activation=False, gamma_zero=zero_init_residual, name=f"{name}_3")
     y = layers.Add(name=f"{name}_add")([skip, y])
     return layers.ReLU(name=f"{name}_out")(y)
+
+
+def _padding(strides: int) -> str | int:
+    """A strided 3x3 convolution pads one pixel on every side, as the reference models do.
+
+    TensorFlow's 'same' would pad only the bottom and right of an even-sized input, centring
+    output pixel i on input pixel 2i + 1 while the shortcut samples pixel 2i.
+    """
+    return 1 if strides > 1 else "same"
 
 
 def _shortcut(
@@ -161,6 +172,11 @@ def build_resnet(
     name: str,
 ) -> keras.Model:
     """Build a ResNet from its spec (see the module docstring for the options)."""
+    if stride_in_1x1 and spec.block != "bottleneck":
+        raise ValueError(
+            f"{name}: stride_in_1x1 applies to bottleneck ResNets (resnet50, resnet101, "
+            "resnet152); basic blocks have no 1x1 convolution."
+        )
     small = use_small_form(input_shape, small_inputs)
     strides = [1] + [2] * (len(spec.depths) - 1)
     stem_plan = [] if small else [Downsample(7, 2, "valid", 3), Downsample(3, 2, "valid", 1)]
@@ -200,7 +216,7 @@ def build_resnet(
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = classifier(x, classes, classifier_activation)
     else:
-        x = global_pool(x, pooling)
+        x = feature_output(x, pooling)
     return keras.Model(inputs, x, name=name)
 
 

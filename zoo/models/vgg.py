@@ -23,10 +23,11 @@ from keras import layers
 from zoo.layers import (
     Downsample,
     check_input_size,
+    check_rate,
     classifier,
     conv_bn_act,
     dense_act,
-    global_pool,
+    feature_output,
     scale_channels,
     use_small_form,
 )
@@ -78,6 +79,7 @@ def build_vgg(
     name: str,
 ) -> keras.Model:
     """Build a VGG network from its spec (see the module docstring for the options)."""
+    check_rate(name, "dropout", dropout)
     small = use_small_form(input_shape, small_inputs)
     check_input_size(name, input_shape, [Downsample(2, 2, "valid")] * len(spec.depths))
 
@@ -96,7 +98,7 @@ def build_vgg(
         x = layers.MaxPooling2D(2, strides=2, name=f"block{stage}_pool")(x)
 
     if not include_top:
-        return keras.Model(inputs, global_pool(x, pooling), name=name)
+        return keras.Model(inputs, feature_output(x, pooling), name=name)
     units = scale_channels(SMALL_HIDDEN_UNITS if small else HIDDEN_UNITS, width)
     x = layers.Flatten(name="flatten")(x)
     x = dense_act(x, units, dropout=dropout, name="fc1")
