@@ -1,0 +1,629 @@
+"""Image-classification data sources behind one registry: ``pipelines.load(source, **options)``.
+
+Sources:
+
+* ``digits``: scikit-learn's 8x8 handwritten digits (1,797 real images shipped inside
+  scikit-learn, no network), scaled to uint8, resized to 32x32 with bilinear interpolation and
+  replicated to 3 channels. Stratified, seeded split: 1,257 train / 180 validation / 360 test.
+* ``tfds:<name>[:<config>]``: a TensorFlow Datasets image-classification dataset.
+* ``folder:<path>``: a folder with one sub-folder per class, optionally inside ``train/``,
+  ``val/`` (or ``validation/``) and ``test/``.
+
+Every split yields ``(image uint8 [H, W, 3], label int64 [])`` in a fixed order. Sources without
+a validation split get one carved from train, deterministically from ``split_seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import logging
+import os
+import types
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+class DataUnavailableError(RuntimeError):
+    """The data behind a source is not on this machine and could not be fetched."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+    """A loaded image-classification dataset.
+
+    Attributes:
+        name: Canonical source string, e.g. ``"digits"`` or ``"tfds:cifar10"``.
+        class_names: Class names; label ``i`` is ``class_names[i]``.
+        splits: ``"train"``, ``"validation"`` and/or ``"test"`` to a ``tf.data.Dataset`` of
+            ``(image uint8 [H, W, 3], label int64 [])`` in a fixed order.
+        num_examples: Examples per split. Exact unless ``exact_sizes`` is False: for a folder
+            loaded with ``verify=False`` it counts files, an upper bound, as unreadable files
+            are dropped only while reading (so ``steps_per_epoch`` computed from it may exceed
+            the steps an epoch really has).
+        image_shape: ``(H, W, 3)`` when every image has that shape, else ``None``.
+        skipped_files: Paths that could not be decoded and were left out (folder source).
+        exact_sizes: Whether ``num_examples`` are exact counts (False: upper bounds).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    splits: Mapping[str, tf.data.Dataset]
+    num_examples: Mapping[str, int]
+    image_shape: tuple[int, int, int] | None
+    skipped_files: tuple[str, ...] = ()
+    exact_sizes: bool = True
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.splits) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"Unknown split name(s) {unknown}; accepted: {list(SPLITS)}.")
+        object.__setattr__(self, "splits", types.MappingProxyType(dict(self.splits)))
+        object.__setattr__(self, "num_examples", types.MappingProxyType(dict(self.num_examples)))
+
+
+# ----------------------------------------------------------------------------- registry
+
+_LOADERS: dict[str, Callable[..., ImageDataset]] = {}
+_USAGE: dict[str, str] = {}
+
+
+def register_source(prefix: str, usage: str) -> Callable[[Callable[..., ImageDataset]], Any]:
+    """Registers a loader for sources named ``prefix`` or ``prefix:<argument>``.
+
+    Args:
+        prefix: Source name before the first ``:``.
+        usage: How the source string is written, shown in error messages.
+
+    Returns:
+        A decorator that registers the loader and returns it unchanged.
+    """
+
+    def decorator(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
+        _LOADERS[prefix] = fn
+        _USAGE[prefix] = usage
+        return fn
+
+    return decorator
+
+
+def available_sources() -> list[str]:
+    """Returns how each registered source is written, e.g. ``"tfds:<name>[:<config>]"``."""
+    return list(_USAGE.values())
+
+
+def load(source: str, **options: Any) -> ImageDataset:
+    """Loads an image-classification dataset.
+
+    Args:
+        source: ``"digits"``, ``"tfds:<name>[:<config>]"`` or ``"folder:<path>"``.
+        **options: Loader options; see ``load_digits``, ``load_tfds`` and ``load_folder``.
+
+    Returns:
+        The dataset with its splits, class names and sizes.
+
+    Raises:
+        ValueError: Unknown source or option, naming the accepted ones.
+    """
+    if not isinstance(source, str) or not source:
+        raise ValueError(
+            f"source must be a non-empty string, got {source!r}; accepted: {available_sources()}."
+        )
+    prefix, _, argument = source.partition(":")
+    if prefix not in _LOADERS:
+        raise ValueError(f"Unknown source {source!r}; accepted: {available_sources()}.")
+    loader = _LOADERS[prefix]
+    params = inspect.signature(loader).parameters
+    takes_argument = "argument" in params
+    if takes_argument and not argument:
+        raise ValueError(f"Source {source!r} needs an argument: write it as {_USAGE[prefix]!r}.")
+    if not takes_argument and argument:
+        raise ValueError(
+            f"Source {prefix!r} takes no argument, got {source!r}; write it as {_USAGE[prefix]!r}."
+        )
+    accepted = sorted(n for n in params if n != "argument")
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for source {prefix!r}; accepted: {accepted}."
+        )
+    return loader(argument, **options) if takes_argument else loader(**options)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def _seeded_holdout(num: int, fraction: float, seed: int) -> np.ndarray:
+    """Returns a boolean mask of ``round(fraction * num)`` positions chosen by ``seed``."""
+    mask = np.zeros(num, dtype=bool)
+    count = round(fraction * num)
+    if count:
+        mask[np.random.default_rng(seed).permutation(num)[:count]] = True
+    return mask
+
+
+def _select(ds: tf.data.Dataset, mask: np.ndarray, keep: bool) -> tf.data.Dataset:
+    """Keeps the elements of ``ds`` at the positions where ``mask == keep``."""
+    table = tf.constant(mask if keep else ~mask)
+    count = int(table.numpy().sum())
+    ds = ds.enumerate().filter(lambda i, _: tf.gather(table, i)).map(lambda _, e: e)
+    return ds.apply(tf.data.experimental.assert_cardinality(count))
+
+
+# ----------------------------------------------------------------------------- digits
+
+DIGITS_SIZES = {"train": 1257, "validation": 180, "test": 360}
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_arrays(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.float32)  # 0..16 -> 0..255
+    resized = tf.image.resize(images[..., None], (image_size, image_size), method="bilinear")
+    resized = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+    rgb = np.repeat(resized.numpy(), 3, axis=-1)
+    return rgb, bunch.target.astype(np.int64)
+
+
+@register_source("digits", "digits")
+def load_digits(*, split_seed: int = 0, image_size: int = 32) -> ImageDataset:
+    """scikit-learn's handwritten digits as RGB images.
+
+    The 1,797 8x8 images (values 0..16) are scaled to 0..255, resized to
+    ``image_size`` x ``image_size`` with bilinear interpolation and replicated to 3 channels.
+    The split is stratified by class (``sklearn.model_selection.train_test_split`` with
+    ``random_state=split_seed``): 360 test, 180 validation, 1,257 train.
+
+    Args:
+        split_seed: Seed of the stratified split.
+        image_size: Side of the square output images (8 keeps the originals).
+
+    Returns:
+        The dataset; images are bright strokes on a black background.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}.")
+    images, labels = _digits_arrays(image_size)
+    index = np.arange(len(labels))
+    rest, test = train_test_split(
+        index, test_size=DIGITS_SIZES["test"], stratify=labels, random_state=split_seed
+    )
+    train, val = train_test_split(
+        rest, test_size=DIGITS_SIZES["validation"], stratify=labels[rest], random_state=split_seed
+    )
+    parts = {"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)}
+    splits = {
+        name: tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
+        for name, idx in parts.items()
+    }
+    return ImageDataset(
+        name="digits",
+        class_names=tuple(str(d) for d in range(10)),
+        splits=splits,
+        num_examples={name: len(idx) for name, idx in parts.items()},
+        image_shape=(image_size, image_size, 3),
+    )
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+_SPLIT_ALIASES = {
+    "train": ("train",),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test",),
+}
+
+
+def _tfds_advice(builder: Any, name: str) -> str:
+    manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    lines = [
+        f"The data is looked for in {builder.data_dir!r} (TFDS data_dir root "
+        f"{str(builder.data_dir_root)!r}).",
+        "Without network access, prepare it on a machine that has it "
+        f"(`tfds build {name} --data_dir DIR`), copy DIR here and pass data_dir=DIR "
+        "(or set TFDS_DATA_DIR).",
+    ]
+    if manual:
+        lines.append(
+            "This dataset needs files you download yourself: put them in a folder, then pass "
+            "manual_dir=THAT_FOLDER and download=True. TFDS says:\n  " + " ".join(manual.split())
+        )
+    else:
+        lines.append("With network access, pass download=True to fetch and prepare it.")
+    return "\n".join(lines)
+
+
+def _find_features(info: Any, name: str) -> tuple[str, str]:
+    import tensorflow_datasets as tfds
+
+    features = info.features
+    keys = info.supervised_keys
+    if (
+        isinstance(keys, tuple)
+        and len(keys) == 2
+        and all(isinstance(k, str) for k in keys)
+        and isinstance(features[keys[0]], tfds.features.Image)
+        and isinstance(features[keys[1]], tfds.features.ClassLabel)
+    ):
+        return keys[0], keys[1]
+    images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    if len(images) == 1 and len(labels) == 1:
+        return images[0], labels[0]
+    raise ValueError(
+        f"TFDS dataset {name!r} is not a single-label image-classification dataset: it needs "
+        f"exactly one Image and one ClassLabel feature, found Image={images}, "
+        f"ClassLabel={labels} among {sorted(features.keys())}."
+    )
+
+
+@register_source("tfds", "tfds:<name>[:<config>]")
+def load_tfds(
+    argument: str,
+    *,
+    data_dir: str | None = None,
+    download: bool = False,
+    manual_dir: str | None = None,
+    splits: Mapping[str, str] | None = None,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> ImageDataset:
+    """A TensorFlow Datasets image-classification dataset.
+
+    Args:
+        argument: ``<name>`` or ``<name>:<config>`` (``<name>/<config>`` works too), e.g.
+            ``cifar10``, ``imagenette:160px``, ``imagenet2012``.
+        data_dir: TFDS data directory (default: ``TFDS_DATA_DIR`` or
+            ``~/tensorflow_datasets``).
+        download: Download and prepare the data when it is not in ``data_dir`` (needs
+            network, or ``manual_dir`` for manual datasets). Off by default: a missing dataset
+            raises ``DataUnavailableError`` saying how to get it.
+        manual_dir: Folder with manually downloaded files (e.g. ImageNet's tar files).
+        splits: Our split names to TFDS split specs, e.g. ``{"train": "train[:50%]",
+            "test": "test"}``. Default: ``train``, ``validation`` (or ``valid``/``val``/``dev``)
+            and ``test`` as the dataset has them.
+        validation_fraction: Share of train carved out as validation when there is none.
+        split_seed: Seed choosing which train examples become validation.
+
+    Returns:
+        The dataset (images converted to RGB, labels int64).
+
+    Raises:
+        ValueError: Unknown dataset, or not an image-classification dataset.
+        DataUnavailableError: The data is not prepared and could not be fetched.
+    """
+    import tensorflow_datasets as tfds
+
+    _check_fraction("validation_fraction", validation_fraction)
+    name = argument.replace(":", "/", 1)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as exc:  # TFDS raises several types for unknown names.
+        known = tfds.list_builders()
+        close = difflib.get_close_matches(name.split("/")[0], known, n=5)
+        raise ValueError(
+            f"Unknown TFDS dataset {argument!r} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Close matches: {close}; image "
+            "classification examples: cifar10, cifar100, mnist, fashion_mnist, imagenette, "
+            "oxford_iiit_pet, imagenet2012. See tfds.list_builders()."
+        ) from None
+    image_key, label_key = _find_features(builder.info, name)
+
+    if not builder.is_prepared():
+        if not download:
+            raise DataUnavailableError(
+                f"TFDS dataset {name!r} is not prepared and download=False.\n"
+                + _tfds_advice(builder, name)
+            )
+        config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+        try:
+            builder.download_and_prepare(download_config=config)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise DataUnavailableError(
+                f"Could not download and prepare TFDS dataset {name!r} "
+                f"({type(exc).__name__}: {first}).\n" + _tfds_advice(builder, name)
+            ) from None
+
+    if splits is None:
+        # Split names are unknown before preparation (e.g. under tfds.testing.mock_data):
+        # assume the usual train/test pair then.
+        present = set(builder.info.splits.keys()) or {"train", "test"}
+        wanted: dict[str, str] = {}
+        for ours, aliases in _SPLIT_ALIASES.items():
+            for alias in aliases:
+                if alias in present:
+                    wanted[ours] = alias
+                    break
+        if "train" not in wanted:
+            raise ValueError(
+                f"TFDS dataset {name!r} has no 'train' split (it has {sorted(present)}); "
+                "pass splits={'train': ..., ...} naming the ones to use."
+            )
+    else:
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown or "train" not in splits:
+            raise ValueError(
+                f"splits must map some of {list(SPLITS)} (train included) to TFDS split specs, "
+                f"got keys {sorted(splits)}."
+            )
+        wanted = dict(splits)
+
+    label_feature = builder.info.features[label_key]
+    channels = builder.info.features[image_key].shape[-1]
+
+    def to_pair(example: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        image = example[image_key]
+        if channels == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        elif channels == 4:
+            image = image[..., :3]
+        return image, tf.cast(example[label_key], tf.int64)
+
+    datasets: dict[str, tf.data.Dataset] = {}
+    sizes: dict[str, int] = {}
+    for ours, spec in wanted.items():
+        ds = builder.as_dataset(split=spec, shuffle_files=False)
+        ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        datasets[ours] = ds
+        sizes[ours] = _count(ds, builder, spec)
+
+    if "validation" not in datasets and validation_fraction > 0:
+        mask = _seeded_holdout(sizes["train"], validation_fraction, split_seed)
+        if mask.any():
+            train = datasets["train"]
+            datasets["train"] = _select(train, mask, keep=False)
+            datasets["validation"] = _select(train, mask, keep=True)
+            sizes["validation"] = int(mask.sum())
+            sizes["train"] -= sizes["validation"]
+
+    shape = builder.info.features[image_key].shape
+    image_shape = (
+        (int(shape[0]), int(shape[1]), 3) if shape[0] is not None and shape[1] is not None else None
+    )
+    source = f"tfds:{argument}"
+    return ImageDataset(
+        name=source,
+        class_names=tuple(label_feature.names),
+        splits=datasets,
+        num_examples=sizes,
+        image_shape=image_shape,
+    )
+
+
+def _count(ds: tf.data.Dataset, builder: Any, spec: str) -> int:
+    cardinality = int(ds.cardinality())
+    if cardinality >= 0:
+        return cardinality
+    try:
+        return int(builder.info.splits[spec].num_examples)
+    except Exception:  # Unknown split size: count it (one pass).
+        return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+# ----------------------------------------------------------------------------- folder
+
+_FOLDER_SPLITS = {"train": ("train",), "validation": ("val", "validation"), "test": ("test",)}
+
+
+def _list_images(class_dir: Path) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(class_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(
+            os.path.join(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+    return found
+
+
+def _scan_split(
+    split_dir: Path, class_names: Sequence[str] | None
+) -> tuple[list[str], list[int], list[str]]:
+    classes = sorted(
+        d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
+    )
+    if class_names is None:
+        class_names = classes
+    extra = sorted(set(classes) - set(class_names))
+    if extra:
+        raise ValueError(
+            f"{split_dir} has class folder(s) {extra} that the training split lacks; "
+            f"training classes: {list(class_names)}."
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(class_names):
+        if (split_dir / name).is_dir():
+            files = _list_images(split_dir / name)
+            paths.extend(files)
+            labels.extend([label] * len(files))
+    return paths, labels, list(class_names)
+
+
+def _decode_file(path: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _verify(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes every file once; returns the readable positions and their ``[H, W]`` shapes."""
+    if not paths:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
+    ds = tf.data.Dataset.from_tensor_slices(list(paths)).enumerate()
+    ds = ds.map(
+        lambda i, p: (i, tf.shape(_decode_file(p), out_type=tf.int64)[:2]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    ).ignore_errors()
+    index, shapes = [], []
+    for i, s in ds.batch(4096).as_numpy_iterator():
+        index.append(i)
+        shapes.append(s)
+    return np.concatenate(index), np.concatenate(shapes)
+
+
+@register_source("folder", "folder:<path>")
+def load_folder(
+    argument: str,
+    *,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+    verify: bool = True,
+) -> ImageDataset:
+    """An image folder with one sub-folder per class.
+
+    Layouts: ``<path>/<class>/...`` (all of it is train), or ``<path>/train/<class>/...`` with
+    optional ``val/`` (or ``validation/``) and ``test/`` beside it. Files ending in .jpg, .jpeg,
+    .png, .bmp or .gif (any case) are read, recursively inside each class folder; grayscale,
+    palette and RGBA images become RGB (alpha is dropped); a GIF gives its first frame. Class
+    names are the sorted class-folder names of train. Without a validation folder, a stratified
+    ``validation_fraction`` of each class is carved from train, chosen by ``split_seed``.
+
+    Args:
+        argument: The folder path.
+        validation_fraction: Share of each training class carved out as validation when there
+            is no validation folder.
+        split_seed: Seed of that carving and of the fixed shuffled file order.
+        verify: Decode every file once now: unreadable files are logged by path, counted and
+            left out, and ``image_shape`` is found. Without it, unreadable files are dropped
+            silently while reading, ``num_examples`` counts files (an upper bound on what the
+            splits yield) and ``exact_sizes`` is False, so ``make_train_dataset`` does not
+            assert a cardinality.
+
+    Returns:
+        The dataset. Each split lists its files in a fixed order shuffled by ``split_seed``
+        (so a small shuffle buffer still mixes the classes).
+
+    Raises:
+        FileNotFoundError: The folder does not exist.
+        ValueError: No class folders or no images, or a split has classes train lacks.
+    """
+    _check_fraction("validation_fraction", validation_fraction)
+    root = Path(argument).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder {str(root)!r} does not exist or is not a folder.")
+    layout: dict[str, Path] = {}
+    for ours, names in _FOLDER_SPLITS.items():
+        for n in names:
+            if (root / n).is_dir():
+                layout[ours] = root / n
+                break
+    if layout and "train" not in layout:
+        raise ValueError(
+            f"{root} has {sorted(p.name for p in layout.values())} but no train/ "
+            "folder; add train/<class>/... or use a flat <class>/... layout."
+        )
+    if not layout:
+        layout = {"train": root}
+
+    files: dict[str, tuple[list[str], list[int]]] = {}
+    paths, labels, class_names = _scan_split(layout["train"], None)
+    if not class_names:
+        raise ValueError(
+            f"No class folders in {str(layout['train'])!r}: expected "
+            "<class>/<image files> (optionally under train/, val/, test/)."
+        )
+    files["train"] = (paths, labels)
+    for ours in ("validation", "test"):
+        if ours in layout:
+            p, lab, _ = _scan_split(layout[ours], class_names)
+            files[ours] = (p, lab)
+
+    rng = np.random.default_rng(split_seed)
+    if "validation" not in files and validation_fraction > 0:
+        paths, labels = files["train"]
+        lab = np.asarray(labels)
+        held = np.zeros(len(lab), bool)
+        for c in range(len(class_names)):
+            members = np.flatnonzero(lab == c)
+            held[members[_seeded_holdout(len(members), validation_fraction, split_seed + c)]] = True
+        if held.any():
+            names = np.asarray(paths, dtype=object)
+            files["validation"] = (names[held].tolist(), lab[held].tolist())
+            files["train"] = (names[~held].tolist(), lab[~held].tolist())
+
+    skipped: list[str] = []
+    shapes_seen: set[tuple[int, int]] = set()
+    datasets: dict[str, tf.data.Dataset] = {}
+    sizes: dict[str, int] = {}
+    for ours, (paths, labels) in files.items():
+        order = rng.permutation(len(paths))
+        paths = [paths[i] for i in order]
+        labels = [labels[i] for i in order]
+        if verify:
+            good, shapes = _verify(paths)
+            bad = sorted(set(range(len(paths))) - set(good.tolist()))
+            for i in bad:
+                logger.warning("Skipping unreadable or corrupt image file: %s", paths[i])
+            skipped.extend(paths[i] for i in bad)
+            paths = [paths[i] for i in good]
+            labels = [labels[i] for i in good]
+            shapes_seen.update(map(tuple, shapes.tolist()))
+        if not paths and ours == "train":
+            raise ValueError(
+                f"No readable images with extensions {list(IMAGE_EXTENSIONS)} "
+                f"under {str(layout['train'])!r}."
+            )
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tf.constant(paths, tf.string), tf.constant(labels, tf.int64))
+        )
+        ds = ds.map(
+            lambda p, y: (_decode_file(p), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if not verify:
+            ds = ds.ignore_errors()
+        datasets[ours] = ds
+        sizes[ours] = len(paths)
+    if skipped:
+        total = sum(sizes.values()) + len(skipped)
+        logger.warning(
+            "Skipped %d unreadable image file(s) of %d under %s.", len(skipped), total, root
+        )
+
+    image_shape = None
+    if verify and len(shapes_seen) == 1:
+        h, w = next(iter(shapes_seen))
+        image_shape = (int(h), int(w), 3)
+        datasets = {
+            k: ds.map(lambda x, y: (tf.ensure_shape(x, image_shape), y))
+            for k, ds in datasets.items()
+        }
+    return ImageDataset(
+        name=f"folder:{argument}",
+        class_names=tuple(class_names),
+        splits=datasets,
+        num_examples=sizes,
+        image_shape=image_shape,
+        skipped_files=tuple(skipped),
+        exact_sizes=bool(verify),
+    )
