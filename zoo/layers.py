@@ -17,6 +17,7 @@ from keras import layers, ops
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 KERNEL_INIT = "he_normal"
+CLASSIFIER_INIT_STDDEV = 0.01
 SMALL_INPUT_MAX = 64
 """Default: an input whose shorter side is at most this many pixels uses a family's small form."""
 
@@ -91,8 +92,18 @@ def dense_act(x: keras.KerasTensor, units: int, *, dropout: float, name: str) ->
 def classifier(
     x: keras.KerasTensor, classes: int, activation: str | None, *, name: str = "predictions"
 ) -> keras.KerasTensor:
-    """Final Dense layer, computed in float32 whatever the global dtype policy."""
-    return layers.Dense(classes, activation=activation, dtype="float32", name=name)(x)
+    """Final Dense layer, computed in float32 whatever the global dtype policy.
+
+    Its weights start small (N(0, 0.01), as VGG and GoogLeNet initialised theirs) so that an
+    untrained model predicts nearly uniformly: the initial loss is about ln(classes).
+    """
+    return layers.Dense(
+        classes,
+        activation=activation,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=CLASSIFIER_INIT_STDDEV),
+        dtype="float32",
+        name=name,
+    )(x)
 
 
 def feature_output(x: keras.KerasTensor, pooling: str | None) -> keras.KerasTensor:

@@ -1,0 +1,467 @@
+"""The training engine: one-step equivalence across replicas, tracing, resume after SIGKILL,
+the NaN guard, precisions, transfer learning, the run directory and the CLI."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.config import TrainConfig
+from zoo.engine import Trainer, TrainingDiverged, WarmupSchedule
+from zoo.train import build_parser, main
+
+
+def tiny(**overrides) -> TrainConfig:
+    """A seconds-long run: resnet20 at 1/8 width on digits."""
+    return TrainConfig(
+        **{"model": "resnet20", "width": 0.125, "batch_size": 64, "epochs": 2, **overrides}
+    )
+
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (device setup must precede TensorFlow's start)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def train_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def checkpoint_arrays(path: str) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(path)
+    names = [n for n in reader.get_variable_to_shape_map() if "save_counter" not in n]
+    arrays = {n: np.asarray(reader.get_tensor(n)) for n in names}
+    return {n: a for n, a in arrays.items() if a.dtype.kind in "fiu"}  # not the object graph
+
+
+# Engine -------------------------------------------------------------------------------------
+
+
+def test_fit_writes_a_complete_run_directory_and_traces_each_step_once(tmp_path):
+    trainer = Trainer(tiny(epochs=3, run_dir=str(tmp_path / "run")), verbose=False)
+    metrics = trainer.fit()
+    run = tmp_path / "run"
+    for name in (
+        "config.json",
+        "data.json",
+        "history.csv",
+        "metrics.json",
+        "curves.png",
+        "channel_stats.json",
+    ):
+        assert (run / name).is_file(), name
+    assert TrainConfig.load(run / "config.json") == trainer.config
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["best_epoch"] in (1, 2, 3)
+    assert json.loads((run / "data.json").read_text())["class_names"] == [str(d) for d in range(10)]
+    assert tf.train.latest_checkpoint(run / "checkpoints").endswith("epoch-3")
+    assert tf.train.latest_checkpoint(run / "best") is not None
+    assert list((run / "tensorboard").iterdir())
+    # Static graph: each step function was traced once over three epochs.
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert trainer.eval_step.experimental_get_tracing_count() == 1
+
+
+def test_default_dataset_trains_without_flips():
+    trainer = Trainer(tiny(), verbose=False)
+    trainer._load_data()
+    assert trainer.augment == "cifar,flip=false"
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny(run_dir=str(tmp_path / "run")), verbose=False)
+
+
+def test_mixed_bfloat16_trains_on_cpu(tmp_path):
+    trainer = Trainer(
+        tiny(precision="mixed_bfloat16", run_dir=str(tmp_path / "run")),
+        verbose=False,
+    )
+    metrics = trainer.fit()
+    assert trainer.model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert trainer.model.get_layer("predictions").compute_dtype == "float32"
+    with open(tmp_path / "run" / "history.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert metrics["val_accuracy"] > 0.1  # better than chance after two epochs
+
+
+def test_overfit_batches_drives_the_loss_down(tmp_path):
+    """CS231n's check: one fixed batch, no augmentation, no decay, and the model memorises it."""
+    config = tiny(
+        width=0.25,
+        batch_size=32,
+        epochs=50,
+        overfit_batches=1,
+        learning_rate=0.1,
+        warmup_epochs=0,
+        weight_decay=0.0,
+        schedule="constant",
+        run_dir=str(tmp_path / "run"),
+    )
+    trainer = Trainer(config, verbose=False)
+    trainer.fit()
+    assert trainer.augment == "none" and trainer.steps == 1
+    with open(tmp_path / "run" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[0]["loss"]) == pytest.approx(np.log(10), abs=0.1)  # chance at the start
+    assert float(rows[-1]["loss"]) < 0.35 and float(rows[-1]["accuracy"]) == 1.0
+
+
+def test_nan_guard_stops_with_the_reason_and_keeps_a_loadable_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    result = train_cli(
+        "--width",
+        "0.125",
+        "--epochs",
+        "2",
+        "--learning-rate",
+        "1e12",
+        "--warmup-epochs",
+        "0",
+        "--run-dir",
+        str(run),
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "error: loss became" in result.stderr and "Last good checkpoint" in result.stderr
+    last = tf.train.latest_checkpoint(run / "checkpoints")
+    assert last is not None
+    arrays = checkpoint_arrays(last)
+    assert arrays and all(
+        np.isfinite(a).all() for a in arrays.values() if np.issubdtype(a.dtype, np.floating)
+    )
+
+
+def test_resume_continues_the_schedule_and_history(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny(epochs=1, run_dir=str(run)), verbose=False).fit()
+    trainer = Trainer.resume(run, epochs=2, verbose=False)
+    trainer.fit()
+    assert trainer.start_epoch == 1
+    latest = checkpoint_arrays(tf.train.latest_checkpoint(run / "checkpoints"))
+    assert latest["optimizers/0/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 2 * trainer.steps
+    assert latest["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 2
+    with open(run / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+
+
+def image_folder(root: Path, classes: int = 3, per_class: int = 24) -> Path:
+    """A folder dataset of 32x32 PNGs whose classes differ in brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, size=(32, 32, 3)) + 80 * c
+            Image.fromarray(pixels.astype("uint8")).save(root / f"class_{c}" / f"{i}.png")
+    return root
+
+
+def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tmp_path):
+    source = tmp_path / "source"
+    Trainer(tiny(epochs=1, run_dir=str(source)), verbose=False).fit()
+    folder = image_folder(tmp_path / "images")
+    config = tiny(
+        epochs=6,
+        batch_size=16,
+        dataset=f"folder:{folder}",
+        init_from=str(source),
+        freeze_backbone=True,
+        warmup_epochs=0,
+        run_dir=str(tmp_path / "target"),
+    )
+    trainer = Trainer(config, verbose=False)
+    trainer.setup()
+    assert trainer.classes == 3 and trainer.model.get_layer("predictions").units == 3
+    reference = zoo.create_model("resnet20", width=0.125, classes=10)
+    tf.train.Checkpoint(model=reference).restore(
+        tf.train.latest_checkpoint(source / "best")
+    ).expect_partial()
+    np.testing.assert_array_equal(
+        trainer.model.get_layer("conv4_block3_2_conv").kernel.numpy(),
+        reference.get_layer("conv4_block3_2_conv").kernel.numpy(),
+    )
+    assert [v.path for v in trainer.train_vars] == ["predictions/kernel", "predictions/bias"]
+    frozen = trainer.model.get_layer("conv1_conv").kernel.numpy()
+    head = trainer.model.get_layer("predictions").kernel.numpy()
+    metrics = trainer.fit()
+    np.testing.assert_array_equal(trainer.model.get_layer("conv1_conv").kernel.numpy(), frozen)
+    assert not np.array_equal(trainer.model.get_layer("predictions").kernel.numpy(), head)
+    history = (tmp_path / "target" / "history.csv").read_text()
+    assert metrics["val_accuracy"] > 1 / 3, history  # brightness separates the classes
+
+
+def test_backbone_learning_rate_multiplier_uses_two_optimizers(tmp_path):
+    trainer = Trainer(tiny(backbone_lr_mult=0.1, run_dir=str(tmp_path / "r")), verbose=False)
+    trainer.setup()
+    (head_opt, head), (body_opt, body) = trainer.groups
+    assert [v.path for v in head] == ["predictions/kernel", "predictions/bias"]
+    assert len(body) == len(trainer.model.trainable_variables) - 2
+    for optimizer in (head_opt, body_opt):
+        optimizer.iterations.assign(100)  # mid-schedule: the rates differ by the multiplier
+    assert float(body_opt.learning_rate) == pytest.approx(0.1 * float(head_opt.learning_rate))
+    assert float(head_opt.learning_rate) == pytest.approx(float(trainer.schedule(100)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("constant", [0.0, 0.5, 1.0, 1.0, 1.0]),
+        ("cosine", [0.0, 0.5, 1.0, 0.5, 0.0]),
+        ("step", [0.0, 0.5, 1.0, 1.0, 0.1]),
+        ("exponential", [0.0, 0.5, 1.0, 0.1**0.5, 0.1]),
+    ],
+)
+def test_schedules_warm_up_then_decay(kind, expected):
+    schedule = WarmupSchedule(
+        peak=1.0, warmup_steps=2, total_steps=6, kind=kind, decay_steps=4, decay_rate=0.1
+    )
+    got = [float(schedule(step)) for step in (0, 1, 2, 4, 6)]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+# Distribution -------------------------------------------------------------------------------
+
+
+def test_two_replica_step_equals_one_device_step():
+    """One MirroredStrategy step over 2 logical CPUs and one default-strategy step on the same
+    global batch give the same weights (a model without batch norm or dropout, whose
+    statistics would legitimately differ per replica)."""
+    result = python("""
+        import tempfile, numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        two = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, two)
+        from zoo.config import TrainConfig
+        from zoo.engine import Trainer
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(32, 32, 32, 3)).astype("float32")
+        y = rng.integers(0, 10, size=32).astype("int64")
+        weights, initial = {}, None
+        for name in ("default", "mirrored"):
+            cfg = TrainConfig(model="vgg11", width=0.125, dropout=0.0, batch_size=32,
+                              strategy=name, schedule="constant", warmup_epochs=0,
+                              learning_rate=0.05, weight_decay=5e-4, clip_norm=1.0,
+                              run_dir=tempfile.mkdtemp())
+            t = Trainer(cfg, verbose=False)
+            t.setup()
+            assert t.strategy.num_replicas_in_sync == (2 if name == "mirrored" else 1)
+            if initial is None:
+                initial = [v.numpy() for v in t.model.trainable_variables]
+            else:
+                for v, value in zip(t.model.trainable_variables, initial):
+                    v.assign(value)
+            per = 32 // t.strategy.num_replicas_in_sync
+            def part(ctx):
+                i = ctx.replica_id_in_sync_group
+                return x[i * per:(i + 1) * per], y[i * per:(i + 1) * per]
+            batch = t.strategy.experimental_distribute_values_from_function(part)
+            tf.function(lambda b: t.strategy.run(t._replica_train_step, args=b))(batch)
+            weights[name] = [v.numpy() for v in t.model.trainable_variables]
+        moved = max(np.abs(a - b).max() for a, b in zip(weights["default"], initial))
+        diff = max(np.abs(a - b).max() for a, b in zip(weights["default"], weights["mirrored"]))
+        print("MOVED", moved, "DIFF", diff)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    moved, diff = (float(v) for v in result.stdout.split("MOVED")[1].split("DIFF"))
+    assert moved > 1e-4  # the step did change the weights
+    assert diff < 1e-5
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL in the middle of epoch 2, resume: the final weights equal those of a run that
+    was never interrupted (deterministic ops, dropout RNG and batch norm included)."""
+    common = [
+        "--model",
+        "vgg11_bn",
+        "--width",
+        "0.125",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "3",
+        "--deterministic",
+    ]
+    straight = train_cli(*common, "--run-dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zoo.train",
+            *common,
+            "--log-every",
+            "1",
+            "--run-dir",
+            str(killed_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=ENV,
+    )
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        if line.startswith("epoch 2/3 step 3/") or time.time() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert tf.train.latest_checkpoint(killed_dir / "checkpoints").endswith("epoch-1")
+
+    resumed = train_cli("--resume", str(killed_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = checkpoint_arrays(tf.train.latest_checkpoint(tmp_path / "straight" / "checkpoints"))
+    b = checkpoint_arrays(tf.train.latest_checkpoint(killed_dir / "checkpoints"))
+    assert a.keys() == b.keys() and any(k.startswith("rng/") for k in a)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multiworker_training_with_two_local_workers(tmp_path):
+    """MultiWorkerMirroredStrategy, two worker processes on loopback, one short epoch."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    run = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        env = {
+            **ENV,
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "zoo.train",
+                    "--strategy",
+                    "multiworker",
+                    "--width",
+                    "0.125",
+                    "--batch-size",
+                    "64",
+                    "--epochs",
+                    "1",
+                    "--run-dir",
+                    str(run),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=300))
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert "2 replica(s)" in outputs[0][0]
+    assert tf.train.latest_checkpoint(run / "checkpoints").endswith("epoch-1")
+    assert not list(run.glob(".worker-*"))  # the other worker's throw-away copies are gone
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+
+
+# CLI ----------------------------------------------------------------------------------------
+
+
+def test_cli_flags_map_one_to_one_onto_the_config():
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions} - {"help", "resume"}
+    assert dests == set(TrainConfig.__dataclass_fields__)
+    help_text = parser.format_help()
+    assert "--learning-rate LEARNING_RATE" in help_text and "(default: 0.1)" in help_text
+    args = parser.parse_args(["--no-nesterov", "--clip-norm", "none", "--image-size", "48"])
+    assert (args.nesterov, args.clip_norm, args.image_size) == (False, None, 48)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
+        (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
+        (["--label-smoothing", "1.5"], "label_smoothing must be in [0, 1)"),
+        (["--resume", "somewhere", "--model", "vgg11"], "drop --model"),
+    ],
+)
+def test_cli_rejects_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "resnet5"], "Unknown model 'resnet5'. Did you mean"),
+        (["--dataset", "mnist"], "Unknown source 'mnist'"),
+    ],
+)
+def test_cli_reports_bad_names_before_creating_anything(tmp_path, capsys, argv, message):
+    assert main([*argv, "--run-dir", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_resume_of_a_missing_run(capsys, tmp_path):
+    assert main(["--resume", str(tmp_path / "nothing")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_divergence_raises_in_python(tmp_path):
+    config = tiny(learning_rate=1e12, warmup_epochs=0, run_dir=str(tmp_path / "run"))
+    with pytest.raises(TrainingDiverged, match=r"Last good checkpoint: .*epoch-0"):
+        Trainer(config, verbose=False).fit()
+    assert Path(tf.train.latest_checkpoint(tmp_path / "run" / "checkpoints")).name == "epoch-0"
