@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -116,6 +117,27 @@ def test_mixed_bfloat16_trains_on_cpu(tmp_path):
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert metrics["val_accuracy"] > 0.1  # better than chance after two epochs
+
+
+def test_mixed_float16_uses_loss_scaling_and_tracks_float32(tmp_path):
+    losses = {}
+    for precision in ("float32", "mixed_float16"):
+        run = tmp_path / precision
+        trainer = Trainer(
+            tiny(epochs=1, precision=precision, clip_norm=1.0, run_dir=str(run)), verbose=False
+        )
+        trainer.fit()
+        with open(run / "history.csv") as f:
+            losses[precision] = float(next(csv.DictReader(f))["loss"])
+    assert isinstance(trainer.groups[0][0], keras.optimizers.LossScaleOptimizer)
+    assert trainer.model.get_layer("conv1_conv").compute_dtype == "float16"
+    assert losses["mixed_float16"] == pytest.approx(losses["float32"], abs=0.02)
+
+
+def test_backbone_multiplier_refuses_two_loss_scales(tmp_path):
+    config = tiny(precision="mixed_float16", backbone_lr_mult=0.1, run_dir=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="separate loss scales"):
+        Trainer(config, verbose=False).setup()
 
 
 def test_overfit_batches_drives_the_loss_down(tmp_path):

@@ -343,6 +343,11 @@ class Trainer:
         self.schedule = WarmupSchedule(**schedule_args)
         # One optimizer for everything, or one per learning rate (head, backbone).
         split = bool(backbone) and cfg.backbone_lr_mult != 1.0
+        if split and self.precision == "mixed_float16":
+            raise ValueError(
+                "backbone_lr_mult with mixed_float16 is not supported: the two optimizers would "
+                "keep separate loss scales. Use mixed_bfloat16 or float32 for it."
+            )
         self.groups: list[tuple[keras.optimizers.Optimizer, list]] = []
         if split:
             backbone_schedule = WarmupSchedule(**schedule_args, multiplier=cfg.backbone_lr_mult)

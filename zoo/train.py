@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
 
-    from zoo.engine import Trainer, TrainingDiverged  # TensorFlow loads here, after --help
+    from zoo.engine import Trainer, TrainingDiverged  # the data stack loads once args are valid
 
     try:
         if args.resume:
