@@ -181,6 +181,7 @@ def test_weights_round_trip(tmp_path):
     np.testing.assert_array_equal(source(x).numpy(), loaded(x).numpy())
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, before it raises
 def test_weights_errors(tmp_path):
     with pytest.raises(ValueError, match="No pretrained weights are downloaded"):
         zoo.create_model("resnet20", weights="imagenet")
