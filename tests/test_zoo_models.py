@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import layers
 
 import zoo
-from zoo.layers import LocalResponseNormalization, ZeroPadShortcut
+from zoo.layers import GroupedConv2D, LocalResponseNormalization, ZeroPadShortcut
 
 MODELS = zoo.list_models()
 # Channels of the last feature map at width 1.0, and its side for a 32x32 input in the small form.
@@ -327,6 +327,18 @@ def test_lrn_is_accurate_in_half_precision(policy):
     assert half.dtype == tf.as_dtype(policy.removeprefix("mixed_"))
     tolerance = 2e-3 if policy == "mixed_float16" else 1e-2
     np.testing.assert_allclose(tf.cast(half, tf.float32).numpy(), exact, rtol=tolerance)
+
+
+@pytest.mark.parametrize(("groups", "strides", "padding"), [(2, 1, "same"), (4, 2, "valid")])
+def test_grouped_conv_equals_keras_grouped_conv(groups, strides, padding):
+    x = np.random.default_rng(3).normal(size=(2, 9, 9, 8)).astype("float32")
+    ours = GroupedConv2D(12, 3, strides=strides, padding=padding, groups=groups)
+    reference = layers.Conv2D(12, 3, strides=strides, padding=padding, groups=groups)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(ours.get_weights())
+    assert ours.kernel.shape == (3, 3, 8 // groups, 12)
+    np.testing.assert_allclose(ours(x).numpy(), reference(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_custom_layers_round_trip_their_configuration():

@@ -58,7 +58,8 @@ def conv_bn_act(
     if isinstance(padding, int):
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
         padding = "valid"
-    x = layers.Conv2D(
+    conv = GroupedConv2D if groups > 1 else layers.Conv2D
+    x = conv(
         filters,
         kernel_size,
         strides=strides,
@@ -135,6 +136,35 @@ def max_pool(
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
         padding = "valid"
     return layers.MaxPooling2D(pool_size, strides=strides, padding=padding, name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GroupedConv2D(layers.Conv2D):
+    """``Conv2D`` with ``groups > 1`` computed as split, convolve, concatenate.
+
+    The same configuration and kernel shape as ``Conv2D(groups=...)``, so weights are
+    interchangeable. Keras runs grouped convolutions on a TensorFlow CPU through a nested
+    XLA-compiled function, which SavedModel keeps as an opaque call and ONNX cannot convert;
+    explicit groups (AlexNet's two-GPU split, literally) export everywhere.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        group_inputs = ops.split(inputs, self.groups, axis=-1)
+        group_kernels = ops.split(kernel, self.groups, axis=-1)
+        outputs = [
+            ops.conv(
+                x,
+                k,
+                strides=list(self.strides),
+                padding=self.padding,
+                dilation_rate=self.dilation_rate,
+                data_format=self.data_format,
+            )
+            for x, k in zip(group_inputs, group_kernels, strict=True)
+        ]
+        return ops.concatenate(outputs, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
