@@ -482,6 +482,17 @@ def test_cli_resume_of_a_missing_run(capsys, tmp_path):
     assert "is not a run directory" in capsys.readouterr().err
 
 
+def test_export_flag_exports_the_best_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        ["--width", "0.125", "--epochs", "1", "--batch-size", "64", "--run-dir", "run", "--export"]
+    )
+    assert code == 0
+    assert "exported the best weights to saved_models/resnet20/1" in capsys.readouterr().out
+    metadata = json.loads((tmp_path / "saved_models/resnet20/1/metadata.json").read_text())
+    assert metadata["checkpoint"].endswith("best-1")
+
+
 def test_divergence_raises_in_python(tmp_path):
     config = tiny(learning_rate=1e12, warmup_epochs=0, run_dir=str(tmp_path / "run"))
     with pytest.raises(TrainingDiverged, match=r"Last good checkpoint: .*epoch-0"):

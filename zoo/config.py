@@ -119,6 +119,9 @@ class TrainConfig:
         1.0,
         "learning-rate multiplier of every layer but the classifier (e.g. 0.1 when fine-tuning)",
     )
+    export: bool = _opt(
+        False, "export the best weights to saved_models/ (SavedModel and ONNX) at the end"
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "keep_checkpoints"):

@@ -115,6 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    if trainer.config.export:  # the saved configuration when resuming
+        from zoo.export import ExportError, export, load_source
+
+        try:
+            target = export(load_source(metrics["run_dir"], checkpoint="best"))
+        except (ValueError, FileExistsError, ExportError) as err:
+            print(f"error: the run finished but its export failed: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"exported the best weights to {target}")
     summary = (
         f"best validation accuracy {metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})"
     )
