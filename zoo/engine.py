@@ -15,6 +15,7 @@ A run directory holds ``config.json``, ``data.json`` (classes, input size, norma
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -424,8 +425,8 @@ class Trainer:
         factor = tf.minimum(1.0, self.config.clip_norm / (norm + 1e-12))
         return [g * tf.cast(factor, g.dtype) for g in grads]
 
-    def _replica_eval_step(self, images, labels):
-        logits = self.model(images, training=False)
+    def _replica_eval_step(self, images, labels, training: bool = False):
+        logits = self.model(images, training=training)
         per_example = self._per_example_loss(labels, logits)
         return self._counts(labels, logits, per_example)
 
@@ -568,12 +569,8 @@ class Trainer:
         the batch-norm statistics back afterwards, so the check changes nothing.
         """
         saved = [v.numpy() for v in self.model.non_trainable_variables]
-
-        def replica(images, labels):
-            logits = self.model(images, training=True)
-            return self._counts(labels, logits, self._per_example_loss(labels, logits))
-
-        values = self.strategy.run(tf.function(replica), args=batch)
+        replica = tf.function(functools.partial(self._replica_eval_step, training=True))
+        values = self.strategy.run(replica, args=batch)
         loss_sum, _, _, count = (
             float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)) for v in values
         )

@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,6 @@ class Source:
     config: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     checkpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def check_name(name: str) -> str:
@@ -227,13 +226,19 @@ def _parity_images(source: Source) -> tuple[np.ndarray, str]:
 
             data = pipelines.load(source.dataset)
             split = "validation" if "validation" in data.splits else "train"
-            images = [
-                decode_ready
-                for decode_ready, _ in data.splits[split]
+            from pipelines.augment import resize_and_center_crop
+
+            # Prepared as serving_bytes prepares an image: the evaluation pipeline's crop.
+            batches = (
+                data.splits[split]
                 .take(PARITY_IMAGES)
-                .map(lambda x, y: (tf.image.resize(tf.cast(x, tf.float32), (height, width)), y))
-                .as_numpy_iterator()
-            ]
+                .map(
+                    lambda x, _: resize_and_center_crop(
+                        tf.cast(x, tf.float32), (height, width), CROP_FRACTION
+                    )
+                )
+            )
+            images = list(batches.as_numpy_iterator())
             return np.stack(images).astype("float32"), f"{source.dataset}:{split}"
         except (ValueError, OSError, tf.errors.OpError):
             pass
@@ -250,11 +255,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def versions(folder: Path) -> list[int]:
+    """The export versions in ``folder``, ascending (TF Serving reads integer names only)."""
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
 def next_version(folder: Path) -> int:
-    versions = (
-        [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-    )
-    return max(versions, default=0) + 1
+    return max(versions(folder), default=0) + 1
 
 
 def export(

@@ -24,12 +24,12 @@ def resolve(export: str) -> tuple[Path, dict]:
     if path.is_file() and path.suffix == ".onnx":
         path = path.parent
     elif path.is_dir() and not (path / "metadata.json").is_file():
-        versions = sorted(
-            (p for p in path.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-        )
-        if not versions:
+        from zoo.export import versions
+
+        found = versions(path)
+        if not found:
             raise FileNotFoundError(f"{export} holds no export version.")
-        path = versions[-1]
+        path = path / str(found[-1])
     if not (path / "metadata.json").is_file():
         raise FileNotFoundError(f"{export} is not an export (no metadata.json).")
     return path, json.loads((path / "metadata.json").read_text())
