@@ -8,7 +8,9 @@ Measures, in one process on the same machine and data:
 3. ``model_fed``: images/s of the same train step fed by the pipeline (what training gets);
 
 and reports ``ratio = pipeline / model_fed``. The goal is ratio >= 10: the pipeline alone
-delivers at least ten times what training consumes, so training is never input-bound.
+delivers at least ten times what training consumes, so training is never input-bound. The image
+size and augmentation default to what training picks (``pipelines.default_image_size`` with the
+model's native side, and ``--augment auto`` resolved by ``pipelines.resolve_augment``).
 
 ``--compare-orders`` also times two pipelines built here that differ only in where the
 augmentation runs (both: cache -> repeat -> seeded shuffle -> ... -> prefetch, same ops, same
@@ -158,23 +160,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import zoo
 
     data = pipelines.load(args.dataset)
-    side = args.image_size or (data.image_shape[0] if data.image_shape else 224)
+    side = args.image_size or pipelines.default_image_size(
+        data, zoo.model_info(args.model).input_shape[0]
+    )
     size = (side, side)
+    augment = pipelines.resolve_augment(args.augment, data, side)
     stats = pipelines.compute_stats(data, max_examples=4096)
     train = pipelines.make_train_dataset(
         data,
         image_size=size,
         global_batch_size=args.batch_size,
-        augment=args.augment,
+        augment=augment,
         mean=stats.mean,
         std=stats.std,
         seed=args.seed,
         pca=stats,
     )
-    soft = get_augment_config(args.augment).mixes_labels
+    soft = get_augment_config(augment).mixes_labels
     report: dict[str, Any] = {
         "dataset": data.name,
-        "augment": args.augment,
+        "augment": augment,
         "image_size": side,
         "batch_size": args.batch_size,
         "model": args.model,
@@ -204,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("per_example_then_batch", True),
             ("batch_then_vectorised", False),
         ):
-            ds = _order_dataset(data, size, args.batch_size, args.augment, stats, per_example)
+            ds = _order_dataset(data, size, args.batch_size, augment, stats, per_example)
             report[f"order_{name}_images_per_s"] = _time_batches(
                 ds, args.warmup, args.pipeline_batches, args.repeats
             )
@@ -239,14 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset", default="digits", help="source for pipelines.load")
-    parser.add_argument("--augment", default="cifar", help="augmentation preset or switches")
+    parser.add_argument(
+        "--augment",
+        default="auto",
+        help="augmentation: 'auto' (what training picks for the dataset and size), or a preset "
+        "optionally followed by switches, e.g. 'cifar,mixup=0.2'",
+    )
     parser.add_argument("--model", default="resnet20", help="zoo model name")
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
     parser.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="image side; None means the dataset's (224 if sizes vary)",
+        help="image side; None means what training uses: the dataset's side when its images "
+        "are square and of one size, else the model's input side",
     )
     parser.add_argument("--seed", type=int, default=0, help="pipeline seed")
     parser.add_argument("--warmup", type=int, default=50, help="pipeline batches not timed")

@@ -4,20 +4,29 @@ Quick start::
 
     import pipelines
     data = pipelines.load("digits")
+    side = pipelines.default_image_size(data)                  # 32
+    augment = pipelines.resolve_augment("auto", data, side)    # "cifar,flip=false"
     train = pipelines.make_train_dataset(
-        data, image_size=(32, 32), global_batch_size=128, augment="cifar",
+        data, image_size=(side, side), global_batch_size=128, augment=augment,
         mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), epochs=1)
+    val = pipelines.make_eval_dataset(
+        data, image_size=(side, side), batch_size=128, pad=True,
+        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    # pipelines.eval_steps(180, 128) == 2 full batches; padding has label PAD_LABEL (-1).
 """
 
 from pipelines import tta
 from pipelines.augment import PRESETS, AugmentConfig, augment_batch, get_augment_config
 from pipelines.build import (
+    PAD_LABEL,
     denormalize,
+    eval_steps,
     make_eval_dataset,
     make_train_dataset,
     normalize,
     steps_per_epoch,
 )
+from pipelines.defaults import default_image_size, resolve_augment
 from pipelines.sources import (
     DataUnavailableError,
     ImageDataset,
@@ -28,6 +37,7 @@ from pipelines.sources import (
 from pipelines.stats import ChannelStats, compute_mean_std, compute_stats, load_or_compute_stats
 
 __all__ = [
+    "PAD_LABEL",
     "PRESETS",
     "AugmentConfig",
     "ChannelStats",
@@ -37,7 +47,9 @@ __all__ = [
     "available_sources",
     "compute_mean_std",
     "compute_stats",
+    "default_image_size",
     "denormalize",
+    "eval_steps",
     "get_augment_config",
     "load",
     "load_or_compute_stats",
@@ -45,6 +57,7 @@ __all__ = [
     "make_train_dataset",
     "normalize",
     "register_source",
+    "resolve_augment",
     "steps_per_epoch",
     "tta",
 ]

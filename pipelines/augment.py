@@ -17,6 +17,9 @@ Presets (``PRESETS``):
 * ``strong``: random resized crop (scale 0.25-1), flip, colour jitter 0.4/0.4/0.4/0.1, PCA
   lighting 0.1, random erasing (p 0.25), and mixup (alpha 0.2) or cutmix (alpha 1.0), one of
   the two per example.
+
+``auto`` is not a preset: ``pipelines.resolve_augment`` turns it into one of the above for a
+dataset and image size before a pipeline is built.
 """
 
 from __future__ import annotations
@@ -201,6 +204,10 @@ PRESETS: dict[str, AugmentConfig] = {
 }
 
 
+# Not a preset: ``pipelines.resolve_augment`` turns it into one for a given dataset and size.
+AUTO = "auto"
+
+
 def _parse_value(field: dataclasses.Field, text: str) -> Any:
     current = field.default
     if isinstance(current, bool):
@@ -221,20 +228,28 @@ def get_augment_config(spec: str | AugmentConfig, **overrides: Any) -> AugmentCo
     Args:
         spec: An ``AugmentConfig``, a preset name (``none``, ``cifar``, ``imagenet``,
             ``strong``), or a preset followed by switches, e.g.
-            ``"cifar,mixup=0.2,hue=0.05,scale=0.25:1,flip=false"``.
+            ``"cifar,mixup=0.2,hue=0.05,scale=0.25:1,flip=false"``. ``auto`` is refused:
+            it depends on the data, so ``pipelines.resolve_augment`` resolves it first.
         **overrides: Fields to replace, e.g. ``erasing=0.5``.
 
     Returns:
         The configuration.
 
     Raises:
-        ValueError: Unknown preset or field, or a bad value; lists what is accepted.
+        ValueError: Unknown preset or field, a bad value (lists what is accepted), or an
+            unresolved ``auto``.
     """
     fields = {f.name: f for f in dataclasses.fields(AugmentConfig)}
     if isinstance(spec, AugmentConfig):
         config = spec
     elif isinstance(spec, str):
         name, *items = (part.strip() for part in spec.split(","))
+        if name == AUTO:
+            raise ValueError(
+                f"augment {spec!r}: {AUTO!r} picks a preset from the dataset and image size, so "
+                "it must be resolved first: pipelines.resolve_augment(spec, data, image_size) "
+                "gives the concrete spec."
+            )
         if name not in PRESETS:
             raise ValueError(
                 f"Unknown augmentation preset {name!r}; accepted: {list(PRESETS)} "

@@ -19,6 +19,13 @@ therefore batched in steps of ``R`` per-replica batches and cut to the same numb
 every pipeline (``steps_per_epoch``), so one epoch is exactly ``steps_per_epoch(...)`` global
 steps and a step never mixes two epochs.
 
+Evaluation (``make_eval_dataset``): every example once, in order. With ``pad=True`` every
+batch is full (a static batch dimension): the last step is filled with padding examples
+labelled ``PAD_LABEL`` (-1), and under a strategy every input pipeline yields the same
+``eval_steps(...)`` global steps, so every replica gets a full batch at every step and no
+collective waits for a pipeline that ran out. Metrics must leave the padding out, e.g. with
+``sample_weight = labels != PAD_LABEL``.
+
 Determinism: all randomness comes from stateless ops and seeded shuffles. Epoch ``e`` of
 input pipeline ``p`` is a pure function of ``(seed, p, e)``: its shuffle seed and the seed of
 its ``k``-th per-replica batch are derived with ``tf.random.experimental.stateless_fold_in``
@@ -51,6 +58,7 @@ from pipelines.stats import ChannelStats, compute_stats
 logger = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
+PAD_LABEL = -1  # label of the padding examples of make_eval_dataset(pad=True)
 DEFAULT_SHUFFLE_BUFFER = 10_000
 PCA_EXAMPLES = 4096
 
@@ -126,6 +134,32 @@ def _shard(
     return ds, (None if size is None else (size - index + count - 1) // count)
 
 
+def _layout(
+    input_context: tf.distribute.InputContext | None, global_batch_size: int, name: str
+) -> tuple[int, int, int, int]:
+    """``(num_pipelines, pipeline_id, replicas per pipeline, per-replica batch)``."""
+    if input_context is None:
+        return 1, 0, 1, global_batch_size
+    num_pipelines = input_context.num_input_pipelines
+    in_sync = input_context.num_replicas_in_sync
+    if in_sync % num_pipelines:
+        raise ValueError(
+            f"num_replicas_in_sync {in_sync} must be a multiple of num_input_pipelines "
+            f"{num_pipelines}."
+        )
+    if global_batch_size % in_sync:
+        raise ValueError(
+            f"{name} {global_batch_size} is the global batch size: it must be a multiple of "
+            f"num_replicas_in_sync {in_sync}, so that every replica gets an equal batch."
+        )
+    return (
+        num_pipelines,
+        input_context.input_pipeline_id,
+        in_sync // num_pipelines,
+        input_context.get_per_replica_batch_size(global_batch_size),
+    )
+
+
 def _seeded_shuffle(ds: tf.data.Dataset, buffer: int, seed: tf.Tensor) -> tf.data.Dataset:
     """``ds.shuffle`` whose order depends on ``seed`` alone, not on ``tf.random.set_seed``.
 
@@ -154,6 +188,16 @@ def denormalize(images: tf.Tensor, mean: Sequence[float], std: Sequence[float]) 
     """Inverse of ``normalize``, giving float32 pixels in ``[0, 1]`` (clipped)."""
     x = tf.cast(images, tf.float32) * tf.constant(std, tf.float32) + tf.constant(mean, tf.float32)
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def _per_pipeline_batch(global_batch_size: int, num_input_pipelines: int) -> int:
+    batch = _positive_int("global_batch_size", global_batch_size)
+    if batch % num_input_pipelines:
+        raise ValueError(
+            f"global_batch_size {batch} must be a multiple of num_input_pipelines "
+            f"{num_input_pipelines}: every input pipeline feeds an equal share of each step."
+        )
+    return batch // num_input_pipelines
 
 
 def steps_per_epoch(
@@ -193,17 +237,41 @@ def steps_per_epoch(
             a multiple of ``num_input_pipelines``.
     """
     n = _positive_int("num_examples", num_examples)
-    batch = _positive_int("global_batch_size", global_batch_size)
     count = _positive_int("num_input_pipelines", num_input_pipelines)
-    if batch % count:
-        raise ValueError(
-            f"global_batch_size {batch} must be a multiple of num_input_pipelines {count}: "
-            "every input pipeline feeds an equal share of each step."
-        )
-    per_pipeline = batch // count
+    per_pipeline = _per_pipeline_batch(global_batch_size, count)
     if drop_remainder:
         return (n // count) // per_pipeline
     largest = -(-n // count)  # ceil(n / P)
+    return -(-largest // per_pipeline)
+
+
+def eval_steps(num_examples: int, global_batch_size: int, *, num_input_pipelines: int = 1) -> int:
+    """Global steps of ``make_eval_dataset(..., pad=True)``: every example once, padded.
+
+    Each of the ``P = num_input_pipelines`` pipelines holds a shard of ``ceil(n / P)`` or
+    ``floor(n / P)`` examples and feeds ``global_batch_size // P`` of them to every step, so the
+    largest shard needs ``ceil(ceil(n / P) / (global_batch_size // P))`` steps; every pipeline
+    yields that many, padding the rest. As ``global_batch_size`` is a multiple of ``P``, this
+    equals ``ceil(n / global_batch_size)`` for every ``P``.
+
+    Args:
+        num_examples: Examples in the split, before sharding (0 gives 0 steps).
+        global_batch_size: Batch size summed over all replicas.
+        num_input_pipelines: ``input_context.num_input_pipelines`` (1 without a strategy, or
+            with one worker).
+
+    Returns:
+        The number of global steps.
+
+    Raises:
+        ValueError: A count that is not an int (``num_examples`` >= 0, the others > 0), or a
+            ``global_batch_size`` that is not a multiple of ``num_input_pipelines``.
+    """
+    if not _is_int(num_examples) or num_examples < 0:
+        raise ValueError(f"num_examples must be an int >= 0, got {num_examples!r}.")
+    count = _positive_int("num_input_pipelines", num_input_pipelines)
+    per_pipeline = _per_pipeline_batch(global_batch_size, count)
+    largest = -(-int(num_examples) // count)  # ceil(n / P)
     return -(-largest // per_pipeline)
 
 
@@ -299,19 +367,9 @@ def make_train_dataset(
 
     # Layout: this pipeline feeds `replicas` per-replica batches of `per_replica` examples to
     # every global step.
-    num_pipelines, pipeline_id, replicas = 1, 0, 1
-    per_replica = global_batch_size
-    if input_context is not None:
-        num_pipelines = input_context.num_input_pipelines
-        pipeline_id = input_context.input_pipeline_id
-        in_sync = input_context.num_replicas_in_sync
-        if in_sync % num_pipelines:
-            raise ValueError(
-                f"num_replicas_in_sync {in_sync} must be a multiple of num_input_pipelines "
-                f"{num_pipelines}."
-            )
-        replicas = in_sync // num_pipelines
-        per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+    num_pipelines, pipeline_id, replicas, per_replica = _layout(
+        input_context, global_batch_size, "global_batch_size"
+    )
     step_batch = per_replica * replicas
 
     steps = None  # global steps per epoch, the same on every input pipeline
@@ -449,6 +507,7 @@ def make_eval_dataset(
     input_context: tf.distribute.InputContext | None = None,
     split: str = "validation",
     cache: bool | str = False,
+    pad: bool = False,
     num_parallel_calls: int = AUTOTUNE,
 ) -> tf.data.Dataset:
     """The evaluation pipeline: every example exactly once, in order, normalised.
@@ -458,41 +517,76 @@ def make_eval_dataset(
     (0.875: the usual 224-of-256), then centre-cropped. Use ``crop_fraction=1.0`` to keep the
     whole short side.
 
+    With ``pad=True`` every batch is full, with a static batch dimension (for XLA, and so that
+    no replica gets an empty batch): the examples missing from the last step are padding,
+    labelled ``PAD_LABEL`` (-1), with zero pixels before normalisation (images of any size
+    are resized first, then padded). With ``input_context`` every input pipeline then yields
+    exactly ``eval_steps(n, batch_size, num_input_pipelines=P) * R`` per-replica batches
+    (``R = num_replicas_in_sync // P``; whole padding batches where a shard runs out first),
+    so all workers take the same number of steps. That needs the split size ``n``: from an
+    ``ImageDataset`` (an upper bound for an unverified folder is enough: the extra steps are
+    padding), or a dataset of known cardinality. When it is unknown, only each pipeline's last
+    step is padded to ``batch_size // P`` examples; with one input pipeline that is still
+    exact, with several a warning says pipelines may differ by a step.
+
     Args:
         ds: An ``ImageDataset`` (its ``split`` is used) or a dataset of ``(image, label)``.
         image_size: Output ``(height, width)``.
-        batch_size: Global batch size; with ``input_context`` each replica gets
-            ``input_context.get_per_replica_batch_size(batch_size)``.
+        batch_size: The GLOBAL batch size, summed over replicas. With ``input_context`` it
+            must be a multiple of ``num_replicas_in_sync``, and each yielded (per-replica)
+            batch holds ``input_context.get_per_replica_batch_size(batch_size)`` examples.
         mean: Per-channel mean, pixels scaled to ``[0, 1]``.
         std: Per-channel std, same units.
         crop_fraction: Share of the resized short side kept by the centre crop.
         input_context: From ``strategy.distribute_datasets_from_function``: shards by input
-            pipeline.
+            pipeline and yields per-replica batches.
         split: Split of an ``ImageDataset``.
         cache: As for ``make_train_dataset`` (off by default here).
+        pad: Fill the last step with padding examples (see above). Off: the last batch may
+            be smaller, and under a strategy a replica may get an empty batch.
         num_parallel_calls: Parallelism of the maps.
 
     Returns:
-        A dataset of ``(images float32 [B, H, W, 3], labels int64 [B])``; the last batch may be
-        smaller.
+        A dataset of ``(images float32 [B, H, W, 3], labels int64 [B])``, ``B`` the global
+        batch, or the per-replica batch with ``input_context``. Without ``pad`` the last
+        batch may be smaller; with it ``B`` is static and padding has label -1 (leave it out
+        of metrics, e.g. ``sample_weight = labels != PAD_LABEL``).
+
+    Raises:
+        ValueError: A bad argument, naming the value and what is accepted.
     """
     size = _size(image_size)
-    _positive_int("batch_size", batch_size)
+    batch_size = _positive_int("batch_size", batch_size)
     mean = _channels("mean", mean)
     std = _channels("std", std, positive=True)
     if not 0 < crop_fraction <= 1:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}.")
-    source, size_known, _, _ = _source(ds, split)
-    batch = batch_size
-    if input_context is not None:
-        batch = input_context.get_per_replica_batch_size(batch_size)
-    source, size_known = _shard(source, size_known, input_context)
+    if not isinstance(pad, bool):
+        raise ValueError(f"pad must be True or False, got {pad!r}.")
+    source, total, _, _ = _source(ds, split)
+    num_pipelines, _, replicas, per_replica = _layout(input_context, batch_size, "batch_size")
+    # With padding, batch whole steps of this pipeline, then split them into per-replica
+    # batches; without, batch per replica.
+    step_batch = per_replica * replicas if pad else per_replica
+    steps = None  # global steps, the same on every input pipeline
+    if pad and total is not None:
+        steps = eval_steps(total, batch_size, num_input_pipelines=num_pipelines)
+    elif pad and num_pipelines > 1:
+        logger.warning(
+            "The %s split size is unknown, so the %d input pipelines cannot be padded to the "
+            "same number of steps; they may differ by a step (a multi-worker evaluation may "
+            "then wait forever). Pass an ImageDataset or a dataset of known cardinality.",
+            split,
+            num_pipelines,
+        )
+
+    source, _ = _shard(source, total, input_context)
     if cache:
         source = source.cache(cache if isinstance(cache, str) else "")
     shape = source.element_spec[0].shape
     labels_int64 = source.map(lambda x, y: (x, tf.cast(y, tf.int64)))
     if shape.is_fully_defined():
-        out = labels_int64.batch(batch)
+        out = labels_int64.batch(step_batch)
         if tuple(shape[:2]) != size:
             out = out.map(
                 lambda x, y: (resize_and_center_crop(x, size, crop_fraction), y),
@@ -504,10 +598,43 @@ def make_eval_dataset(
             lambda x, y: (resize_and_center_crop(x, size, crop_fraction), y),
             num_parallel_calls=num_parallel_calls,
             deterministic=True,
-        ).batch(batch)
+        ).batch(step_batch)
+
+    if pad:
+        image_spec = out.element_spec[0]
+        pixel_shape = image_spec.shape[1:]
+
+        def padding(count: tf.Tensor | int) -> tuple[tf.Tensor, tf.Tensor]:
+            return (
+                tf.zeros([count, *pixel_shape], image_spec.dtype),
+                tf.fill([count], tf.constant(PAD_LABEL, tf.int64)),
+            )
+
+        def fill(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            extra_images, extra_labels = padding(step_batch - tf.shape(labels)[0])
+            return (
+                tf.ensure_shape(tf.concat([images, extra_images], 0), [step_batch, *pixel_shape]),
+                tf.ensure_shape(tf.concat([labels, extra_labels], 0), [step_batch]),
+            )
+
+        out = out.map(fill)
+        if steps is not None:  # whole padding steps where this shard runs out first
+            blank = tf.data.Dataset.from_tensors(padding(step_batch)).repeat()
+            out = out.concatenate(blank).take(steps)
     out = out.map(
         lambda x, y: (normalize(x, mean, std), y),
         num_parallel_calls=num_parallel_calls,
         deterministic=True,
     )
+    if pad and replicas > 1:
+        out = out.flat_map(
+            lambda x, y: tf.data.Dataset.from_tensor_slices(
+                (
+                    tf.reshape(x, [replicas, per_replica, *x.shape[1:]]),
+                    tf.reshape(y, [replicas, per_replica]),
+                )
+            )
+        )
+    if steps is not None:
+        out = out.apply(tf.data.experimental.assert_cardinality(steps * replicas))
     return out.prefetch(AUTOTUNE)

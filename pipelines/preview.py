@@ -1,13 +1,17 @@
 """Writes a grid of augmented training samples with their class names.
 
-Example::
+By default it shows what training uses: ``--augment auto`` is resolved with
+``pipelines.resolve_augment`` and the image size comes from ``pipelines.default_image_size``
+(with ``--model``, the model's native size for datasets whose images are not square and of one
+size). Example::
 
-    python -m pipelines.preview --dataset digits --augment cifar --out grid.png
+    python -m pipelines.preview --dataset digits --out grid.png
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.augment import PRESETS, get_augment_config
+from pipelines.augment import AUTO, PRESETS, get_augment_config
 from pipelines.build import denormalize, make_train_dataset
+from pipelines.defaults import default_image_size, resolve_augment
 from pipelines.sources import available_sources, load
 from pipelines.stats import compute_stats
 
@@ -31,9 +36,31 @@ def _caption(label: np.ndarray, class_names: Sequence[str]) -> str:
     return " / ".join(parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    """What ``render_grid`` drew.
+
+    Attributes:
+        captions: The caption of every tile, row by row.
+        augment: The augmentation spec used (``auto`` resolved).
+        image_size: The image side used.
+    """
+
+    captions: list[str]
+    augment: str
+    image_size: int
+
+
+def model_side(model: str) -> int:
+    """The native input side of a ``zoo`` model (imports ``zoo`` only when called)."""
+    import zoo
+
+    return int(zoo.model_info(model).input_shape[0])
+
+
 def render_grid(
     dataset: str = "digits",
-    augment: str = "cifar",
+    augment: str = AUTO,
     out: str | Path = "grid.png",
     *,
     rows: int = 4,
@@ -42,26 +69,30 @@ def render_grid(
     epoch: int = 0,
     split: str = "train",
     image_size: int | None = None,
+    model: str | None = None,
     data_dir: str | None = None,
     download: bool = False,
-) -> list[str]:
+) -> Preview:
     """Renders ``rows * cols`` augmented samples into a PNG.
 
     Args:
         dataset: Source string for ``pipelines.load``.
-        augment: Preset or ``"preset,key=value,..."`` switches.
+        augment: ``auto`` (what training picks for this dataset and size), a preset, or
+            either followed by ``,key=value`` switches.
         out: Output PNG path.
         rows: Grid rows.
         cols: Grid columns.
         seed: Augmentation and shuffle seed.
         epoch: Epoch whose first batch is shown.
         split: Split to sample from.
-        image_size: Output side; default the dataset's image height (224 if sizes vary).
+        image_size: Output side; default ``pipelines.default_image_size`` (the dataset's side
+            when its images are square and of one size, else the model's, else 224).
+        model: A ``zoo`` model name whose native input side is the default size.
         data_dir: TFDS data directory (``tfds:`` sources only).
         download: Let TFDS download (``tfds:`` sources only).
 
     Returns:
-        The caption of every tile, row by row.
+        The captions, the augmentation spec and the image side used.
     """
     import matplotlib
 
@@ -70,12 +101,14 @@ def render_grid(
 
     if rows <= 0 or cols <= 0:
         raise ValueError(f"rows and cols must be positive, got rows={rows}, cols={cols}.")
-    config = get_augment_config(augment)
+    native = model_side(model) if model is not None else None
     options = {"data_dir": data_dir, "download": download} if dataset.startswith("tfds:") else {}
     data = load(dataset, **options)
     if split not in data.splits:
         raise ValueError(f"{data.name} has no split {split!r}; it has {sorted(data.splits)}.")
-    size = image_size or (data.image_shape[0] if data.image_shape else 224)
+    size = image_size or default_image_size(data, native)
+    augment = resolve_augment(augment, data, size)
+    config = get_augment_config(augment)
     stats = compute_stats(data, max_examples=2048)
     samples = make_train_dataset(
         data.splits[split],
@@ -103,13 +136,16 @@ def render_grid(
         if k < len(pixels):
             ax.imshow(pixels[k], interpolation="nearest")
             ax.set_title(captions[k], fontsize=8)
-    fig.suptitle(f"{data.name} | augment={augment} | seed={seed} epoch={epoch}", fontsize=9)
+    fig.suptitle(
+        f"{data.name} | augment={augment} | {size}x{size} | seed={seed} epoch={epoch}",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
-    return captions
+    return Preview(captions=captions, augment=augment, image_size=size)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,9 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--augment",
-        default="cifar",
-        help=f"preset ({', '.join(PRESETS)}), optionally followed by switches, "
-        "e.g. 'cifar,mixup=0.2,hue=0.05' (fields of pipelines.AugmentConfig)",
+        default=AUTO,
+        help=f"'{AUTO}' (what training picks: cifar up to 64 pixels, imagenet above, no flips "
+        f"for digits) or a preset ({', '.join(PRESETS)}), optionally followed by switches, "
+        "e.g. 'auto,mixup=0.2' or 'cifar,hue=0.05' (fields of pipelines.AugmentConfig)",
     )
     parser.add_argument("--out", default="grid.png", help="output PNG path")
     parser.add_argument("--rows", type=int, default=4, help="grid rows")
@@ -139,8 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size",
         type=int,
         default=None,
-        help="output side in pixels; None means the dataset's image height, or "
-        "224 when image sizes vary",
+        help="output side in pixels; None means what training uses: the dataset's side when "
+        "its images are square and of one size, else the --model's input side, else 224",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="zoo model name whose native input side is the default --image-size",
     )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (tfds: sources)")
     parser.add_argument(
@@ -156,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        render_grid(
+        preview = render_grid(
             args.dataset,
             args.augment,
             args.out,
@@ -166,13 +208,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             epoch=args.epoch,
             split=args.split,
             image_size=args.image_size,
+            model=args.model,
             data_dir=args.data_dir,
             download=args.download,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}")
+    side = preview.image_size
+    print(f"wrote {args.out} (augment {preview.augment!r}, {side}x{side})")
     return 0
 
 

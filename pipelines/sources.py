@@ -55,6 +55,9 @@ class ImageDataset:
         image_shape: ``(H, W, 3)`` when every image has that shape, else ``None``.
         skipped_files: Paths that could not be decoded and were left out (folder source).
         exact_sizes: Whether ``num_examples`` are exact counts (False: upper bounds).
+        mirror_invariant: Whether a horizontally mirrored image is still an example of its
+            class. False for digits and text (a mirrored 2 is not a 2): the ``auto``
+            augmentation then leaves flips off (see ``pipelines.resolve_augment``).
     """
 
     name: str
@@ -64,6 +67,7 @@ class ImageDataset:
     image_shape: tuple[int, int, int] | None
     skipped_files: tuple[str, ...] = ()
     exact_sizes: bool = True
+    mirror_invariant: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -149,6 +153,12 @@ def load(source: str, **options: Any) -> ImageDataset:
 # ----------------------------------------------------------------------------- helpers
 
 
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
@@ -227,10 +237,14 @@ def load_digits(*, split_seed: int = 0, image_size: int = 32) -> ImageDataset:
         splits=splits,
         num_examples={name: len(idx) for name, idx in parts.items()},
         image_shape=(image_size, image_size, 3),
+        mirror_invariant=False,  # a mirrored digit is not a digit
     )
 
 
 # ----------------------------------------------------------------------------- TFDS
+
+# TFDS datasets of digits or letters, where a mirrored image is not of its class.
+TFDS_NOT_MIRROR_INVARIANT = frozenset({"emnist", "kmnist", "mnist", "svhn_cropped"})
 
 _SPLIT_ALIASES = {
     "train": ("train",),
@@ -292,6 +306,7 @@ def load_tfds(
     splits: Mapping[str, str] | None = None,
     validation_fraction: float = 0.1,
     split_seed: int = 0,
+    mirror_invariant: bool | None = None,
 ) -> ImageDataset:
     """A TensorFlow Datasets image-classification dataset.
 
@@ -309,6 +324,9 @@ def load_tfds(
             and ``test`` as the dataset has them.
         validation_fraction: Share of train carved out as validation when there is none.
         split_seed: Seed choosing which train examples become validation.
+        mirror_invariant: Whether a mirrored image keeps its class (``ImageDataset``'s
+            attribute). None: False for the digit and letter datasets in
+            ``TFDS_NOT_MIRROR_INVARIANT``, True for others.
 
     Returns:
         The dataset (images converted to RGB, labels int64).
@@ -320,6 +338,8 @@ def load_tfds(
     import tensorflow_datasets as tfds
 
     _check_fraction("validation_fraction", validation_fraction)
+    if mirror_invariant is not None:
+        _check_bool("mirror_invariant", mirror_invariant)
     name = argument.replace(":", "/", 1)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -407,12 +427,15 @@ def load_tfds(
         (int(shape[0]), int(shape[1]), 3) if shape[0] is not None and shape[1] is not None else None
     )
     source = f"tfds:{argument}"
+    if mirror_invariant is None:
+        mirror_invariant = name.split("/")[0] not in TFDS_NOT_MIRROR_INVARIANT
     return ImageDataset(
         name=source,
         class_names=tuple(label_feature.names),
         splits=datasets,
         num_examples=sizes,
         image_shape=image_shape,
+        mirror_invariant=mirror_invariant,
     )
 
 
@@ -497,6 +520,7 @@ def load_folder(
     validation_fraction: float = 0.1,
     split_seed: int = 0,
     verify: bool = True,
+    mirror_invariant: bool = True,
 ) -> ImageDataset:
     """An image folder with one sub-folder per class.
 
@@ -517,6 +541,8 @@ def load_folder(
             silently while reading, ``num_examples`` counts files (an upper bound on what the
             splits yield) and ``exact_sizes`` is False, so ``make_train_dataset`` does not
             assert a cardinality.
+        mirror_invariant: Whether a mirrored image keeps its class (``ImageDataset``'s
+            attribute); pass False for digits or text.
 
     Returns:
         The dataset. Each split lists its files in a fixed order shuffled by ``split_seed``
@@ -527,6 +553,7 @@ def load_folder(
         ValueError: No class folders or no images, or a split has classes train lacks.
     """
     _check_fraction("validation_fraction", validation_fraction)
+    _check_bool("mirror_invariant", mirror_invariant)
     root = Path(argument).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {str(root)!r} does not exist or is not a folder.")
@@ -626,4 +653,5 @@ def load_folder(
         image_shape=image_shape,
         skipped_files=tuple(skipped),
         exact_sizes=bool(verify),
+        mirror_invariant=mirror_invariant,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,10 @@ def load_or_compute_stats(
             logger.warning("Ignoring unreadable channel stats cache %s (%s).", path, exc)
     stats = compute_stats(ds, split=split, max_examples=max_examples)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "stats": stats.to_json()}, indent=2) + "\n")
+    text = json.dumps({"key": key, "stats": stats.to_json()}, indent=2) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return stats
 
 

@@ -275,6 +275,20 @@ def test_folder_too_small_to_carve_keeps_everything_in_train(tmp_path):
     assert dict(data.num_examples) == {"train": 4} and set(data.splits) == {"train"}
 
 
+def test_sources_say_whether_a_mirrored_image_keeps_its_class(image_folder):
+    root, _ = image_folder
+    assert pipelines.load("digits").mirror_invariant is False
+    with tfds.testing.mock_data(num_examples=2):
+        assert pipelines.load("tfds:mnist", download=True).mirror_invariant is False
+        assert pipelines.load("tfds:cifar10", download=True).mirror_invariant is True
+        declared = pipelines.load("tfds:cifar10", download=True, mirror_invariant=False)
+    assert declared.mirror_invariant is False
+    assert pipelines.load(f"folder:{root}").mirror_invariant is True
+    assert pipelines.load(f"folder:{root}", mirror_invariant=False).mirror_invariant is False
+    with pytest.raises(ValueError, match="mirror_invariant must be True or False, got 'no'"):
+        pipelines.load(f"folder:{root}", mirror_invariant="no")
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         pipelines.load(f"folder:{tmp_path / 'missing'}")
