@@ -24,8 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-from zoo.config import TrainConfig
-from zoo.engine import Trainer
+from zoo.config import RunOptions, TrainConfig
+from zoo.training import Trainer
 
 
 def main() -> None:
@@ -45,9 +45,10 @@ def main() -> None:
         schedule="constant",
         warmup_epochs=0,
         nesterov=False,
-        run_dir=tempfile.mkdtemp(prefix="bench-"),
+        bn_recalibration=0,
     )
-    trainer = Trainer(config, verbose=False)
+    options = RunOptions(run_dir=tempfile.mkdtemp(prefix="bench-"), verbose=False)
+    trainer = Trainer(config, options=options)
     trainer.setup()
     # The same batches for everyone, held in memory: this times the step, not the pipeline.
     iterator = iter(trainer.train_ds)
@@ -91,9 +92,8 @@ def main() -> None:
     engine_iter = iter(data)
 
     def engine(n: int) -> None:
-        for _ in range(n):
-            values = trainer.train_step(next(engine_iter))
-        float(values[0])
+        for _ in range(n):  # one step per call, as fit and eager below
+            trainer.steps.train(engine_iter, 1)
 
     def fit(n: int) -> None:
         fit_model.fit(data, steps_per_epoch=n, epochs=1, verbose=0)

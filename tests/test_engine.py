@@ -1,5 +1,6 @@
-"""The training engine: one-step equivalence across replicas, tracing, resume after SIGKILL,
-the NaN guard, precisions, transfer learning, the run directory and the CLI."""
+"""The training engine end to end: one-step equivalence across replicas, tracing, resume after
+SIGKILL, the NaN guard, precisions, transfer learning and the CLI. The engine's parts (callbacks,
+run directory, steps per execution, evaluation under replicas) have their own test files."""
 
 import csv
 import json
@@ -18,9 +19,9 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.config import TrainConfig
-from zoo.engine import Trainer, TrainingDiverged, WarmupSchedule
+from zoo.config import RunOptions, TrainConfig
 from zoo.train import build_parser, main
+from zoo.training import Trainer, TrainingDiverged, WarmupSchedule
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -28,6 +29,11 @@ def tiny(**overrides) -> TrainConfig:
     return TrainConfig(
         **{"model": "resnet20", "width": 0.125, "batch_size": 64, "epochs": 2, **overrides}
     )
+
+
+def at(path, **options) -> RunOptions:
+    """Options of a quiet run in ``path``."""
+    return RunOptions(run_dir=str(path), verbose=False, **options)
 
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -65,8 +71,8 @@ def checkpoint_arrays(path: str) -> dict[str, np.ndarray]:
 
 
 def test_fit_writes_a_complete_run_directory_and_traces_each_step_once(tmp_path):
-    trainer = Trainer(tiny(epochs=3, run_dir=str(tmp_path / "run")), verbose=False)
-    metrics = trainer.fit()
+    trainer = Trainer(tiny(epochs=3), options=at(tmp_path / "run"))
+    metrics = trainer.fit().metrics
     run = tmp_path / "run"
     for name in (
         "config.json",
@@ -89,28 +95,21 @@ def test_fit_writes_a_complete_run_directory_and_traces_each_step_once(tmp_path)
     assert tf.train.latest_checkpoint(run / "best") is not None
     assert list((run / "tensorboard").iterdir())
     # Static graph: each step function was traced once over three epochs.
-    assert trainer.train_step.experimental_get_tracing_count() == 1
-    assert trainer.eval_step.experimental_get_tracing_count() == 1
+    assert trainer.train_function.experimental_get_tracing_count() == 1
+    assert trainer.eval_function.experimental_get_tracing_count() == 1
 
 
 def test_default_dataset_trains_without_flips():
-    trainer = Trainer(tiny(), verbose=False)
-    trainer._load_data()
-    assert trainer.augment == "cifar,flip=false"
+    from zoo.training.data import TrainData
 
-
-def test_existing_run_is_not_overwritten(tmp_path):
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(FileExistsError, match="--resume"):
-        Trainer(tiny(run_dir=str(tmp_path / "run")), verbose=False)
+    assert TrainData(tiny(), tf.distribute.get_strategy()).augment == "cifar,flip=false"
+    with_mixup = TrainData(tiny(augment="auto,mixup=0.2"), tf.distribute.get_strategy())
+    assert with_mixup.augment == "cifar,flip=false,mixup=0.2"
 
 
 def test_mixed_bfloat16_trains_on_cpu(tmp_path):
-    trainer = Trainer(
-        tiny(precision="mixed_bfloat16", run_dir=str(tmp_path / "run")),
-        verbose=False,
-    )
-    metrics = trainer.fit()
+    trainer = Trainer(tiny(precision="mixed_bfloat16"), options=at(tmp_path / "run"))
+    metrics = trainer.fit().metrics
     assert trainer.model.get_layer("conv1_conv").compute_dtype == "bfloat16"
     assert trainer.model.get_layer("predictions").compute_dtype == "float32"
     with open(tmp_path / "run" / "history.csv") as f:
@@ -123,21 +122,19 @@ def test_mixed_float16_uses_loss_scaling_and_tracks_float32(tmp_path):
     losses = {}
     for precision in ("float32", "mixed_float16"):
         run = tmp_path / precision
-        trainer = Trainer(
-            tiny(epochs=1, precision=precision, clip_norm=1.0, run_dir=str(run)), verbose=False
-        )
+        trainer = Trainer(tiny(epochs=1, precision=precision, clip_norm=1.0), options=at(run))
         trainer.fit()
         with open(run / "history.csv") as f:
             losses[precision] = float(next(csv.DictReader(f))["loss"])
-    assert isinstance(trainer.groups[0][0], keras.optimizers.LossScaleOptimizer)
+    assert isinstance(trainer.optimisation.groups[0].optimizer, keras.optimizers.LossScaleOptimizer)
     assert trainer.model.get_layer("conv1_conv").compute_dtype == "float16"
     assert losses["mixed_float16"] == pytest.approx(losses["float32"], abs=0.02)
 
 
 def test_backbone_multiplier_refuses_two_loss_scales(tmp_path):
-    config = tiny(precision="mixed_float16", backbone_lr_mult=0.1, run_dir=str(tmp_path / "r"))
+    config = tiny(precision="mixed_float16", backbone_lr_mult=0.1)
     with pytest.raises(ValueError, match="separate loss scales"):
-        Trainer(config, verbose=False).setup()
+        Trainer(config, options=at(tmp_path / "r")).setup()
 
 
 def test_overfit_batches_drives_the_loss_down(tmp_path):
@@ -151,11 +148,10 @@ def test_overfit_batches_drives_the_loss_down(tmp_path):
         warmup_epochs=0,
         weight_decay=0.0,
         schedule="constant",
-        run_dir=str(tmp_path / "run"),
     )
-    trainer = Trainer(config, verbose=False)
+    trainer = Trainer(config, options=at(tmp_path / "run"))
     trainer.fit()
-    assert trainer.augment == "none" and trainer.steps == 1
+    assert trainer.data.augment == "none" and trainer.data.steps_per_epoch == 1
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[0]["loss"]) == pytest.approx(np.log(10), abs=0.1)  # chance at the start
@@ -188,12 +184,15 @@ def test_nan_guard_stops_with_the_reason_and_keeps_a_loadable_checkpoint(tmp_pat
 
 def test_resume_continues_the_schedule_and_history(tmp_path):
     run = tmp_path / "run"
-    Trainer(tiny(epochs=1, run_dir=str(run)), verbose=False).fit()
-    trainer = Trainer.resume(run, epochs=2, verbose=False)
+    Trainer(tiny(epochs=1), options=at(run)).fit()
+    trainer = Trainer.resume(run, epochs=2, options=at(run))
     trainer.fit()
     assert trainer.start_epoch == 1
     latest = checkpoint_arrays(tf.train.latest_checkpoint(run / "checkpoints"))
-    assert latest["optimizers/0/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 2 * trainer.steps
+    assert (
+        latest["optimizers/0/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]
+        == 2 * trainer.data.steps_per_epoch
+    )
     assert latest["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 2
     with open(run / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
@@ -214,7 +213,7 @@ def image_folder(root: Path, classes: int = 3, per_class: int = 24) -> Path:
 
 def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tmp_path):
     source = tmp_path / "source"
-    Trainer(tiny(epochs=1, run_dir=str(source)), verbose=False).fit()
+    Trainer(tiny(epochs=1), options=at(source)).fit()
     folder = image_folder(tmp_path / "images")
     config = tiny(
         epochs=6,
@@ -223,11 +222,10 @@ def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tmp_path):
         init_from=str(source),
         freeze_backbone=True,
         warmup_epochs=0,
-        run_dir=str(tmp_path / "target"),
     )
-    trainer = Trainer(config, verbose=False)
+    trainer = Trainer(config, options=at(tmp_path / "target"))
     trainer.setup()
-    assert trainer.classes == 3 and trainer.model.get_layer("predictions").units == 3
+    assert trainer.data.classes == 3 and trainer.model.get_layer("predictions").units == 3
     reference = zoo.create_model("resnet20", width=0.125, classes=10)
     tf.train.Checkpoint(model=reference).restore(
         tf.train.latest_checkpoint(source / "best")
@@ -236,10 +234,13 @@ def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tmp_path):
         trainer.model.get_layer("conv4_block3_2_conv").kernel.numpy(),
         reference.get_layer("conv4_block3_2_conv").kernel.numpy(),
     )
-    assert [v.path for v in trainer.train_vars] == ["predictions/kernel", "predictions/bias"]
+    assert [v.path for v in trainer.optimisation.variables] == [
+        "predictions/kernel",
+        "predictions/bias",
+    ]
     frozen = trainer.model.get_layer("conv1_conv").kernel.numpy()
     head = trainer.model.get_layer("predictions").kernel.numpy()
-    metrics = trainer.fit()
+    metrics = trainer.fit().metrics
     np.testing.assert_array_equal(trainer.model.get_layer("conv1_conv").kernel.numpy(), frozen)
     assert not np.array_equal(trainer.model.get_layer("predictions").kernel.numpy(), head)
     history = (tmp_path / "target" / "history.csv").read_text()
@@ -247,15 +248,17 @@ def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tmp_path):
 
 
 def test_backbone_learning_rate_multiplier_uses_two_optimizers(tmp_path):
-    trainer = Trainer(tiny(backbone_lr_mult=0.1, run_dir=str(tmp_path / "r")), verbose=False)
+    trainer = Trainer(tiny(backbone_lr_mult=0.1), options=at(tmp_path / "r"))
     trainer.setup()
-    (head_opt, head), (body_opt, body) = trainer.groups
+    head_group, body_group = trainer.optimisation.groups
+    head_opt, head = head_group.optimizer, head_group.variables
+    body_opt, body = body_group.optimizer, body_group.variables
     assert [v.path for v in head] == ["predictions/kernel", "predictions/bias"]
     assert len(body) == len(trainer.model.trainable_variables) - 2
     for optimizer in (head_opt, body_opt):
         optimizer.iterations.assign(100)  # mid-schedule: the rates differ by the multiplier
     assert float(body_opt.learning_rate) == pytest.approx(0.1 * float(head_opt.learning_rate))
-    assert float(head_opt.learning_rate) == pytest.approx(float(trainer.schedule(100)))
+    assert float(head_opt.learning_rate) == pytest.approx(float(trainer.optimisation.schedule(100)))
 
 
 @pytest.mark.parametrize(
@@ -287,8 +290,8 @@ def test_two_replica_step_equals_one_device_step():
         cpu = tf.config.list_physical_devices("CPU")[0]
         two = [tf.config.LogicalDeviceConfiguration()] * 2
         tf.config.set_logical_device_configuration(cpu, two)
-        from zoo.config import TrainConfig
-        from zoo.engine import Trainer
+        from zoo.config import RunOptions, TrainConfig
+        from zoo.training import Trainer
         rng = np.random.default_rng(0)
         x = rng.normal(size=(32, 32, 32, 3)).astype("float32")
         y = rng.integers(0, 10, size=32).astype("int64")
@@ -296,9 +299,8 @@ def test_two_replica_step_equals_one_device_step():
         for name in ("default", "mirrored"):
             cfg = TrainConfig(model="vgg11", width=0.125, dropout=0.0, batch_size=32,
                               strategy=name, schedule="constant", warmup_epochs=0,
-                              learning_rate=0.05, weight_decay=5e-4, clip_norm=1.0,
-                              run_dir=tempfile.mkdtemp())
-            t = Trainer(cfg, verbose=False)
+                              learning_rate=0.05, weight_decay=5e-4, clip_norm=1.0)
+            t = Trainer(cfg, options=RunOptions(run_dir=tempfile.mkdtemp(), verbose=False))
             t.setup()
             assert t.strategy.num_replicas_in_sync == (2 if name == "mirrored" else 1)
             if initial is None:
@@ -311,7 +313,7 @@ def test_two_replica_step_equals_one_device_step():
                 i = ctx.replica_id_in_sync_group
                 return x[i * per:(i + 1) * per], y[i * per:(i + 1) * per]
             batch = t.strategy.experimental_distribute_values_from_function(part)
-            tf.function(lambda b: t.strategy.run(t._replica_train_step, args=b))(batch)
+            tf.function(lambda b: t.strategy.run(t.steps.replica_train_step, args=b))(batch)
             weights[name] = [v.numpy() for v in t.model.trainable_variables]
         moved = max(np.abs(a - b).max() for a, b in zip(weights["default"], initial))
         diff = max(np.abs(a - b).max() for a, b in zip(weights["default"], weights["mirrored"]))
@@ -441,7 +443,8 @@ def test_multiworker_training_with_two_local_workers(tmp_path):
 def test_cli_flags_map_one_to_one_onto_the_config():
     parser = build_parser()
     dests = {a.dest for a in parser._actions} - {"help", "resume"}
-    assert dests == set(TrainConfig.__dataclass_fields__)
+    options = {name for name in RunOptions.__dataclass_fields__ if name != "verbose"}
+    assert dests == set(TrainConfig.__dataclass_fields__) | options
     help_text = parser.format_help()
     assert "--learning-rate LEARNING_RATE" in help_text and "(default: 0.1)" in help_text
     args = parser.parse_args(["--no-nesterov", "--clip-norm", "none", "--image-size", "48"])
@@ -494,7 +497,7 @@ def test_export_flag_exports_the_best_weights(tmp_path, monkeypatch, capsys):
 
 
 def test_divergence_raises_in_python(tmp_path):
-    config = tiny(learning_rate=1e12, warmup_epochs=0, run_dir=str(tmp_path / "run"))
+    config = tiny(learning_rate=1e12, warmup_epochs=0)
     with pytest.raises(TrainingDiverged, match=r"Last good checkpoint: .*epoch-0"):
-        Trainer(config, verbose=False).fit()
+        Trainer(config, options=at(tmp_path / "run")).fit()
     assert Path(tf.train.latest_checkpoint(tmp_path / "run" / "checkpoints")).name == "epoch-0"

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 import zoo
-from zoo.config import TrainConfig
-from zoo.engine import Trainer
+from zoo.config import RunOptions, TrainConfig
 from zoo.export import ExportError, check_name, export, load_source
 from zoo.predict import main as predict_main
+from zoo.training import Trainer
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -32,10 +32,9 @@ def trained_run(tmp_path_factory) -> Path:
         batch_size=64,
         epochs=2,
         precision="mixed_bfloat16",
-        run_dir=str(run),
     )
-    Trainer(config, verbose=False).fit()
-    keras.config.set_dtype_policy("float32")
+    Trainer(config, options=RunOptions(run_dir=str(run), verbose=False)).fit()
+    assert keras.config.dtype_policy().name == "float32"  # the engine restored it
     return run
 
 

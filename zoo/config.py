@@ -18,6 +18,11 @@ SCHEDULES = ("constant", "step", "cosine", "exponential")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
+MONITORS = ("val_accuracy", "val_loss", "val_top5", "accuracy", "loss", "top5")
+MODES = ("auto", "max", "min")
+# Fields that older config.json files held and that are now options of an invocation
+# (`RunOptions`); they are ignored when such a file is read.
+MOVED_TO_OPTIONS = frozenset({"runs_dir", "run_dir", "keep_checkpoints", "log_every", "export"})
 
 
 def _opt(default: Any, help: str, **kwargs: Any) -> Any:
@@ -98,15 +103,30 @@ class TrainConfig:
         "deterministic ops too (slower): a resumed run then equals an "
         "uninterrupted one bit for bit",
     )
-    # Run directory, checkpoints, sanity checks.
-    runs_dir: str = _opt("runs", "parent of new run directories")
-    run_dir: str | None = _opt(None, "run directory; default: RUNS_DIR/<time>-<model>-<dataset>")
-    keep_checkpoints: int = _opt(3, "checkpoints kept besides the best")
-    log_every: int = _opt(0, "also print a line every N steps (0: progress bar only)")
+    # Sanity checks, what "best" means, evaluation.
     overfit_batches: int = _opt(
         0,
         "train on this many fixed batches without augmentation, to "
         "check the model can drive the loss to zero",
+    )
+    monitor: str = _opt(
+        "val_accuracy",
+        "the epoch metric that picks the best weights (and early stopping)",
+        choices=MONITORS,
+    )
+    mode: str = _opt(
+        "auto",
+        "whether the monitored metric is better when larger (max) or smaller (min); "
+        "auto: min for losses, max otherwise",
+        choices=MODES,
+    )
+    early_stopping: int = _opt(
+        0, "stop after this many epochs without improvement of the monitored metric (0: never)"
+    )
+    bn_recalibration: int = _opt(
+        16,
+        "before each evaluation, re-estimate batch-norm statistics as the average over this "
+        "many un-augmented training batches (0: use the moving averages as they are)",
     )
     # Transfer learning.
     init_from: str | None = _opt(
@@ -119,19 +139,16 @@ class TrainConfig:
         1.0,
         "learning-rate multiplier of every layer but the classifier (e.g. 0.1 when fine-tuning)",
     )
-    export: bool = _opt(
-        False, "export the best weights to saved_models/ (SavedModel and ONNX) at the end"
-    )
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "keep_checkpoints"):
+        for name in ("epochs", "batch_size"):
             _check(
                 self,
                 name,
                 isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                 "an integer >= 1",
             )
-        for name in ("log_every", "overfit_batches"):
+        for name in ("overfit_batches", "early_stopping", "bn_recalibration"):
             _check(
                 self,
                 name,
@@ -171,12 +188,20 @@ class TrainConfig:
                     f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}."
                 )
 
+    @property
+    def monitor_mode(self) -> str:
+        """``max`` or ``min``: ``mode`` with ``auto`` resolved from the monitored name."""
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.monitor.endswith("loss") else "max"
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in MOVED_TO_OPTIONS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown TrainConfig fields: {', '.join(unknown)}.")
@@ -192,6 +217,43 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check(config: TrainConfig, name: str, ok: bool, expected: str) -> None:
+def _check(config: Any, name: str, ok: bool, expected: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {expected}; got {getattr(config, name)!r}.")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one invocation runs a `TrainConfig`: where its files go, how often it reports, how
+    many steps one call runs. None of it changes the result, so it may differ on ``--resume``."""
+
+    runs_dir: str = _opt("runs", "parent of new run directories")
+    run_dir: str | None = _opt(
+        None, "run directory; default: RUNS_DIR/<time>-<model>-<dataset> (never reused)"
+    )
+    keep_checkpoints: int = _opt(3, "epoch checkpoints kept besides the best")
+    log_every: int = _opt(0, "also print a line every N steps (0: progress bar only)")
+    steps_per_execution: int = _opt(
+        1,
+        "training steps run in one tf.function call (one host round-trip); results are "
+        "identical, only the host overhead changes",
+    )
+    export: bool = _opt(
+        False, "export the best weights to saved_models/ (SavedModel and ONNX) at the end"
+    )
+    verbose: bool = _opt(True, "print progress and a line per epoch", cli=False)
+
+    def __post_init__(self) -> None:
+        for name in ("keep_checkpoints", "steps_per_execution"):
+            _check(
+                self,
+                name,
+                isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                "an integer >= 1",
+            )
+        _check(
+            self,
+            "log_every",
+            isinstance(self.log_every, int) and self.log_every >= 0,
+            "an integer >= 0",
+        )

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from zoo.config import TrainConfig
+from zoo.training.rundir import RunDirectory
 
 PARITY_TOLERANCE = 1e-4
 DEFAULT_OPSET = 17
@@ -97,25 +97,10 @@ def load_source(
             raise FileNotFoundError(f"{path} is not a run directory (config.json, data.json).")
         if checkpoint not in ("best", "last"):
             raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}.")
-        config = TrainConfig.load(path / "config.json")
+        run = RunDirectory.open(path)
+        config = run.read_config()
         data = json.loads((path / "data.json").read_text())
-        folder = path / ("best" if checkpoint == "best" else "checkpoints")
-        found = tf.train.latest_checkpoint(folder)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint in {folder}")
-        policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("float32")
-        try:
-            model = zoo.create_model(
-                config.model,
-                input_shape=tuple(data["input_shape"]),
-                classes=len(data["class_names"]),
-                width=config.width,
-                dropout=config.dropout,
-            )
-        finally:
-            keras.config.set_dtype_policy(policy)
-        tf.train.Checkpoint(model=model).restore(found).expect_partial()
+        model, found = run.load_model(checkpoint)
         metrics_file = path / "metrics.json"
         return Source(
             model=model,

@@ -1,9 +1,12 @@
 """``python -m zoo.train``: train a model of the zoo. With no arguments, ``resnet20`` on the
 embedded digits, offline, in a few minutes on a CPU.
 
-Every flag is a field of `zoo.config.TrainConfig` (``--learning-rate`` sets ``learning_rate``).
-Exit codes: 0 done, 2 bad arguments or data, 3 the loss diverged (the last good checkpoint is
-kept), 130 interrupted.
+Every experiment flag is a field of `zoo.config.TrainConfig` (``--learning-rate`` sets
+``learning_rate``); the flags of this invocation (run directory, reporting, steps per call,
+``--export``) are fields of `zoo.config.RunOptions`. ``--resume RUN`` continues a run with its
+saved configuration: only ``--epochs`` (not below the epochs done) and invocation flags may be
+given with it. Exit codes: 0 done, 2 bad arguments or data, 3 the loss diverged (the last good
+checkpoint is kept), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import types
 import typing
 from collections.abc import Sequence
 
-from zoo.config import TrainConfig
+from zoo.config import RunOptions, TrainConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+RESUMABLE = frozenset({"epochs"})  # experiment fields that --resume may change
 
 
-def _base_type(annotation: str):
-    hint = typing.get_type_hints(TrainConfig)[annotation]
+def _base_type(cls: type, name: str):
+    hint = typing.get_type_hints(cls)[name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return args[0], True
@@ -38,84 +42,132 @@ def _optional(kind):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _cli_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The CLI: one flag per `TrainConfig` and `RunOptions` field, and ``--resume``.
+
+    With ``suppress_defaults`` no flag has a default, so the parsed namespace holds exactly the
+    flags given (how ``--resume`` tells what was asked for from what was defaulted)."""
     parser = argparse.ArgumentParser(
         prog="python -m zoo.train",
         description="Train a model of the zoo with a static-graph (tf.function) step under "
         "tf.distribute and mixed precision. Results go to a run directory: config.json, "
         "history.csv, metrics.json, curves.png, checkpoints and TensorBoard logs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        kind, optional = _base_type(field.name)
-        help_text = field.metadata["help"]
-        if kind is bool:
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text
-            )
-        else:
-            parser.add_argument(
-                flag,
-                type=_optional(kind) if optional else kind,
-                default=field.default,
-                choices=field.metadata.get("choices"),
-                metavar=field.name.upper() if not field.metadata.get("choices") else None,
-                help=help_text,
-            )
+    groups = (
+        (TrainConfig, parser.add_argument_group("experiment (saved in config.json)")),
+        (RunOptions, parser.add_argument_group("this invocation (may change on --resume)")),
+    )
+    for cls, group in groups:
+        for field in _cli_fields(cls):
+            flag = "--" + field.name.replace("_", "-")
+            kind, optional = _base_type(cls, field.name)
+            default = argparse.SUPPRESS if suppress_defaults else field.default
+            help_text = field.metadata["help"]
+            if kind is bool:
+                group.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+                )
+            else:
+                group.add_argument(
+                    flag,
+                    type=_optional(kind) if optional else kind,
+                    default=default,
+                    choices=field.metadata.get("choices"),
+                    metavar=field.name.upper() if not field.metadata.get("choices") else None,
+                    help=help_text,
+                )
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        default=None,
-        help="continue the run in RUN_DIR from its last checkpoint, with its "
-        "saved configuration (only --epochs may change it)",
+        default=argparse.SUPPRESS if suppress_defaults else None,
+        help="continue the run in RUN_DIR from its newest good checkpoint, with its saved "
+        "configuration (only --epochs and the flags of this invocation may be given)",
     )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(
+    argv: Sequence[str] | None,
+) -> tuple[TrainConfig | None, RunOptions, str | None, int | None]:
+    """``(config, options, resume, epochs)`` from the command line; config is None with
+    ``--resume`` (the run's own is used) and ``epochs`` is set only when given."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    given = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    option_names = {f.name for f in _cli_fields(RunOptions)}
+    try:
+        options = RunOptions(**{name: getattr(args, name) for name in option_names})
+    except ValueError as err:
+        parser.error(str(err))
     if args.resume:
-        changed = [
-            f"--{k.replace('_', '-')}"
-            for k, v in values.items()
-            if v != TrainConfig.__dataclass_fields__[k].default and k != "epochs"
-        ]
-        if changed:
+        fixed = sorted(set(given) - option_names - RESUMABLE - {"resume"})
+        placed = sorted({"run_dir", "runs_dir"} & set(given))
+        if fixed or placed:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in fixed + placed)
             parser.error(
-                f"--resume continues with the run's saved configuration; drop {', '.join(changed)}"
+                f"--resume continues with the run's saved configuration in its own directory; "
+                f"drop {flags}"
             )
+        return None, options, args.resume, given.get("epochs")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
         config = TrainConfig(**values)
     except ValueError as err:
         parser.error(str(err))
+    return config, options, None, None
 
-    from zoo.engine import Trainer, TrainingDiverged  # the data stack loads once args are valid
 
+def main(argv: Sequence[str] | None = None) -> int:
+    config, options, resume, epochs = parse(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    # The data stack loads once the arguments are valid.
+    from zoo.training import (
+        NoCheckpointError,
+        RunLockedError,
+        Trainer,
+        TrainingDiverged,
+        resolve_runtime,
+    )
+
+    trainer = None
     try:
-        if args.resume:
-            epochs = values["epochs"] if "--epochs" in (argv or sys.argv) else None
-            trainer = Trainer.resume(args.resume, epochs=epochs)
+        if resume:
+            from zoo.training import RunDirectory
+
+            saved = RunDirectory.open(resume).read_config()
+            runtime = resolve_runtime(saved.strategy, saved.precision, saved.deterministic)
+            trainer = Trainer.resume(resume, epochs=epochs, options=options, runtime=runtime)
         else:
-            trainer = Trainer(config)
-        metrics = trainer.fit()
+            runtime = resolve_runtime(config.strategy, config.precision, config.deterministic)
+            trainer = Trainer(config, options=options, runtime=runtime)
+        metrics = trainer.fit().metrics
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        RunLockedError,
+        NoCheckpointError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        where = f"--resume {trainer.run.path}" if trainer and trainer.run else "a new run"
         print(
-            "interrupted: the last finished epoch's checkpoint is kept; continue with "
-            f"--resume {trainer.run_dir}",
+            f"interrupted: the last finished epoch's checkpoint is kept; continue with {where}",
             file=sys.stderr,
         )
         return 130
-    if trainer.config.export:  # the saved configuration when resuming
+    if options.export:
         from zoo.export import ExportError, export, load_source
 
         try:
@@ -125,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         print(f"exported the best weights to {target}")
     summary = (
-        f"best validation accuracy {metrics['val_accuracy']:.4f} (epoch {metrics['best_epoch']})"
+        f"best {metrics['monitor']} at epoch {metrics['best_epoch']}: validation accuracy "
+        f"{metrics['val_accuracy']:.4f}"
     )
     if "test_accuracy" in metrics:
         summary += f"; test accuracy {metrics['test_accuracy']:.4f} with the best weights"

@@ -1,0 +1,313 @@
+"""The engine's parts: Keras callbacks, best weights by any metric, steps per execution, several
+trainings in one process, batch-norm re-estimation, and the ``--resume`` command line."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.config import RunOptions, TrainConfig
+from zoo.train import main
+from zoo.training import Trainer, fit, load_model, resolve_runtime
+from zoo.training.runtime import dtype_policy
+
+
+def tiny(**overrides) -> TrainConfig:
+    """A seconds-long run: resnet20 at 1/8 width on digits (19 steps an epoch at batch 64)."""
+    return TrainConfig(
+        **{"model": "resnet20", "width": 0.125, "batch_size": 64, "epochs": 2, **overrides}
+    )
+
+
+def at(path, **options) -> RunOptions:
+    return RunOptions(run_dir=str(path), verbose=False, **options)
+
+
+def history_rows(run) -> list[dict[str, str]]:
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def checkpoint_arrays(path: str) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(path)
+    names = [n for n in reader.get_variable_to_shape_map() if "save_counter" not in n]
+    arrays = {n: np.asarray(reader.get_tensor(n)) for n in names}
+    return {n: a for n, a in arrays.items() if a.dtype.kind in "fiu"}
+
+
+class Recorder(keras.callbacks.Callback):
+    """A plain Keras callback: what the engine calls, and with which logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.epoch_logs: list[dict] = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append("train_begin")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(f"epoch_begin {epoch}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(f"batch_end {batch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(f"epoch_end {epoch}")
+        self.epoch_logs.append(dict(logs))
+
+    def on_train_end(self, logs=None):
+        self.calls.append("train_end")
+
+
+# Callbacks ----------------------------------------------------------------------------------
+
+
+def test_a_keras_callback_sees_the_logs_keras_fit_gives(tmp_path):
+    recorder = Recorder()
+    history = fit(tiny(), options=at(tmp_path / "run"), callbacks=[recorder])
+    assert recorder.calls[0] == "train_begin" and recorder.calls[-1] == "train_end"
+    assert recorder.calls.count("epoch_end 0") == recorder.calls.count("epoch_end 1") == 1
+    assert recorder.calls.count("batch_end 18") == 2  # 19 steps an epoch, one step per call
+    assert recorder.model is not None and recorder.model.name.startswith("resnet20")
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert all(math.isfinite(logs[key]) for logs in recorder.epoch_logs), key
+    # The History returned is Keras's, and matches history.csv.
+    assert isinstance(history, keras.callbacks.History)
+    rows = history_rows(tmp_path / "run")
+    assert history.history["val_accuracy"] == pytest.approx(
+        [float(r["val_accuracy"]) for r in rows]
+    )
+    assert history.metrics["run_dir"] == str(tmp_path / "run")
+
+
+def test_keras_early_stopping_stops_the_engine(tmp_path):
+    """EarlyStopping with a threshold no epoch can pass stops after ``patience + 1`` epochs."""
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=100.0, patience=1)
+    history = fit(tiny(epochs=6), options=at(tmp_path / "run"), callbacks=[stopper])
+    assert len(history.history["loss"]) == 2 and stopper.stopped_epoch == 1
+    assert [int(r["epoch"]) for r in history_rows(tmp_path / "run")] == [1, 2]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_callback_may_stop_training_and_keras_csv_logger_works(tmp_path):
+    class StopAfterFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    log = tmp_path / "keras.csv"
+    fit(
+        tiny(epochs=4),
+        options=at(tmp_path / "run"),
+        callbacks=[keras.callbacks.CSVLogger(str(log)), StopAfterFirst()],
+    )
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0"] and "val_accuracy" in rows[0]
+
+
+def test_best_weights_follow_the_monitored_metric(tmp_path):
+    """``monitor=val_loss`` keeps the epoch of the lowest validation loss in best/."""
+    config = tiny(epochs=4, monitor="val_loss", learning_rate=0.4, bn_recalibration=0)
+    history = fit(config, options=at(tmp_path / "run"))
+    losses = history.history["val_loss"]
+    best = int(np.argmin(losses)) + 1
+    assert history.metrics["best_epoch"] == best and history.metrics["monitor"] == "val_loss"
+    assert tf.train.latest_checkpoint(tmp_path / "run" / "best").endswith(f"best-{best}")
+    assert config.monitor_mode == "min" and tiny().monitor_mode == "max"
+
+
+def test_early_stopping_flag(tmp_path):
+    config = tiny(epochs=5, monitor="loss", mode="max", early_stopping=1)
+    history = fit(config, options=at(tmp_path / "run"))  # the loss falls: never "better"
+    assert len(history.history["loss"]) == 2
+
+
+# Steps per execution ------------------------------------------------------------------------
+
+
+def test_steps_per_execution_is_bit_identical_and_traced_once(tmp_path):
+    """Four steps per call over 19-step epochs (calls of 4, 4, 4, 4, 3) end with exactly the
+    weights of one step per call, under deterministic ops; each function is traced once."""
+    config = tiny(epochs=2, deterministic=True, model="vgg11_bn")
+    arrays, trainers = {}, {}
+    for n in (1, 4):
+        recorder = Recorder()
+        trainer = Trainer(
+            config, options=at(tmp_path / f"n{n}", steps_per_execution=n), callbacks=[recorder]
+        )
+        trainer.fit()
+        trainers[n] = (trainer, recorder)
+        arrays[n] = checkpoint_arrays(tf.train.latest_checkpoint(tmp_path / f"n{n}/checkpoints"))
+    assert arrays[1].keys() == arrays[4].keys()
+    for name in arrays[1]:
+        np.testing.assert_array_equal(arrays[1][name], arrays[4][name], err_msg=name)
+    trainer, recorder = trainers[4]
+    ends = [c for c in recorder.calls if c.startswith("batch_end")][:5]
+    assert ends == ["batch_end 3", "batch_end 7", "batch_end 11", "batch_end 15", "batch_end 18"]
+    assert trainer.train_function.experimental_get_tracing_count() == 1
+    assert trainer.eval_function.experimental_get_tracing_count() == 1
+    rows = {n: history_rows(tmp_path / f"n{n}") for n in (1, 4)}
+    for a, b in zip(rows[1], rows[4], strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5), key
+
+
+# Process-wide state -------------------------------------------------------------------------
+
+
+def test_trainings_with_different_precisions_run_one_after_another(tmp_path):
+    """As a tuner runs trials: each run builds under its own precision and leaves Keras's
+    global policy and op determinism as it found them."""
+    from tensorflow.python.framework import config as tf_config
+
+    assert keras.config.dtype_policy().name == "float32"
+    assert not tf_config.is_op_determinism_enabled()
+    for i, precision in enumerate(("mixed_bfloat16", "float32", "mixed_float16", "float32")):
+        trainer = Trainer(
+            tiny(epochs=1, precision=precision, deterministic=precision == "float32"),
+            options=at(tmp_path / f"run{i}"),
+        )
+        history = trainer.fit()
+        compute = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(
+            precision, "float32"
+        )
+        assert trainer.model.get_layer("conv1_conv").compute_dtype == compute
+        assert math.isfinite(history.history["loss"][0])
+        assert keras.config.dtype_policy().name == "float32"
+        assert not tf_config.is_op_determinism_enabled()
+
+
+def test_runtime_and_config_must_agree(tmp_path):
+    runtime = resolve_runtime(precision="mixed_bfloat16")
+    with pytest.raises(ValueError, match="asks for float32"):
+        Trainer(tiny(precision="float32"), options=at(tmp_path / "r"), runtime=runtime)
+    with dtype_policy("mixed_float16"):
+        assert keras.config.dtype_policy().name == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32"
+
+
+# Batch-norm re-estimation -------------------------------------------------------------------
+
+
+def test_recalibration_sets_moving_statistics_to_the_batch_average(tmp_path):
+    """After `recalibrate`, the first batch norm's moving mean and variance are the plain
+    average of the per-batch statistics of its input over the calibration batches."""
+    trainer = Trainer(tiny(bn_recalibration=3), options=at(tmp_path / "run"))
+    trainer.setup()
+    conv = keras.Model(trainer.model.inputs, trainer.model.get_layer("conv1_conv").output)
+    batches = list(trainer.data.calibration_dataset(0).take(3))
+    means, variances = [], []
+    for images, _ in batches:
+        out = conv(images, training=True).numpy().reshape(-1, conv.output.shape[-1])
+        means.append(out.mean(0))
+        variances.append(out.var(0))
+    trainer.recalibrate()
+    bn = trainer.model.get_layer("conv1_bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        bn.moving_variance.numpy(), np.mean(variances, 0), rtol=1e-4, atol=1e-5
+    )
+
+
+# The command line and --resume --------------------------------------------------------------
+
+
+def test_resume_flags_are_read_as_given(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    base = ["--width", "0.125", "--batch-size", "64", "--bn-recalibration", "2"]
+    assert main([*base, "--epochs", "1", "--run-dir", str(run)]) == 0
+    assert main(["--resume", str(run), "--epochs=2"]) == 0  # `=` form
+    assert [int(r["epoch"]) for r in history_rows(run)] == [1, 2]
+    assert main(["--resume", str(run), "--epoch", "3"]) == 0  # an abbreviation of --epochs
+    assert [int(r["epoch"]) for r in history_rows(run)] == [1, 2, 3]
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--epochs", "2"]) == 2
+    assert "--epochs 2 is below the 3 epochs" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["--resume", str(run), "--export", "--steps-per-execution", "4"]) == 0
+    assert "exported the best weights to saved_models/resnet20/1" in capsys.readouterr().out
+    assert TrainConfig.load(run / "config.json").epochs == 3
+
+
+def test_resume_refuses_experiment_flags_and_a_new_place(capsys):
+    for argv, flag in (
+        (["--resume", "r", "--learning-rate", "0.5"], "--learning-rate"),
+        (["--resume", "r", "--run-dir", "elsewhere"], "--run-dir"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert f"drop {flag}" in capsys.readouterr().err
+
+
+def test_load_model_gives_the_best_or_last_weights(tmp_path):
+    class LastWeights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):  # before the engine loads the best weights back
+            self.weights = self.model.get_weights()
+
+    run, last = tmp_path / "run", LastWeights()
+    trainer = Trainer(tiny(epochs=3, monitor="loss", mode="max"), options=at(run), callbacks=[last])
+    trainer.fit()  # the loss falls, so "best" by a maximised loss is epoch 1
+    assert tf.train.latest_checkpoint(run / "best").endswith("best-1")
+    for which, expected in (("best", trainer.model.get_weights()), ("last", last.weights)):
+        model = load_model(run, which)
+        assert model.get_layer("conv1_conv").compute_dtype == "float32"
+        for got, want in zip(model.get_weights(), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(trainer.model.get_weights(), last.weights, strict=True)
+    )
+
+
+# Replicas -----------------------------------------------------------------------------------
+
+
+def test_training_and_evaluation_on_one_to_four_replicas():
+    """MirroredStrategy over 1-4 logical CPUs with batches that leave partial last batches:
+    every validation example is counted once, and the figures of the same weights agree."""
+    code = textwrap.dedent("""
+        import sys, tempfile, tensorflow as tf
+        replicas, batch = int(sys.argv[1]), int(sys.argv[2])
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+        from zoo.config import RunOptions, TrainConfig
+        from zoo.training import Runtime, Trainer
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        config = TrainConfig(model="resnet20", width=0.125, epochs=1, batch_size=batch)
+        trainer = Trainer(config, runtime=Runtime(strategy),
+                          options=RunOptions(run_dir=tempfile.mkdtemp(), verbose=False))
+        trainer.setup()
+        sums = trainer.steps.evaluate(iter(trainer.eval_ds["validation"]),
+                                      trainer.data.eval_steps("validation"))
+        print("EVAL", sums[0] / sums[3], sums[3])
+        history = trainer.fit()
+        print("FIT", history.history["val_accuracy"][0], history.metrics["test_accuracy"])
+    """)
+    evals, fits = [], []
+    # One process per replica count: TensorFlow's collectives keep their groups per process.
+    for replicas, batch in ((1, 7), (2, 50), (3, 96), (4, 100)):
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(replicas), str(batch)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = result.stdout.splitlines()
+        evals += [line.split()[1:] for line in lines if line.startswith("EVAL")]
+        fits += [line.split()[1:] for line in lines if line.startswith("FIT")]
+    assert len(evals) == len(fits) == 4
+    assert {float(count) for _, count in evals} == {180.0}  # the validation split, once
+    losses = [float(loss) for loss, _ in evals]
+    assert max(losses) - min(losses) < 1e-4  # same seed, same initial weights, same figures
+    assert all(0.0 <= float(v) <= 1.0 for fit_values in fits for v in fit_values)

@@ -1,0 +1,162 @@
+"""Data for the engine: the source, its statistics, and datasets distributed for a strategy.
+
+Policy (the default image size, what ``augment="auto"`` means) is the pipeline's; this module
+only applies it to a `TrainConfig` and hands the results to the strategy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+import pipelines
+import zoo
+from zoo.config import TrainConfig
+
+STATS_EXAMPLES = 20_000  # images used for the normalisation and PCA statistics
+
+
+class TrainData:
+    """A `TrainConfig`'s dataset, resolved: image size, augmentation, classes and statistics.
+
+    Loading fails with a `ValueError` naming the dataset before anything is written.
+    """
+
+    def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy) -> None:
+        self.config, self.strategy = config, strategy
+        options: dict[str, Any] = {}
+        if config.dataset.startswith("tfds:"):
+            options = {"data_dir": config.data_dir, "download": config.download}
+        elif config.data_dir is not None:
+            raise ValueError("data_dir applies to tfds:NAME datasets only.")
+        self.source = pipelines.load(config.dataset, **options)
+        if not getattr(self.source, "exact_sizes", True):
+            raise ValueError(
+                f"{config.dataset}: split sizes are only upper bounds (files were not "
+                "verified), so epochs cannot be counted; load it with verify=True."
+            )
+        missing = {"train", "validation"} - set(self.source.splits)
+        if missing:
+            raise ValueError(f"{config.dataset} has no {', '.join(sorted(missing))} split.")
+        model_side = zoo.model_info(config.model).input_shape[0]
+        side = config.image_size or pipelines.default_image_size(self.source, model_side)
+        self.image_size = (side, side)
+        self.classes = self.source.num_classes
+        self.augment = (
+            "none"
+            if config.overfit_batches
+            else pipelines.resolve_augment(config.augment, self.source, self.image_size)
+        )
+        self.num_train = (
+            config.overfit_batches * config.batch_size
+            if config.overfit_batches
+            else self.source.num_examples["train"]
+        )
+        self.num_input_pipelines = _input_pipelines(strategy)
+        self.steps_per_epoch = pipelines.steps_per_epoch(
+            self.num_train, config.batch_size, num_input_pipelines=self.num_input_pipelines
+        )
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"batch_size {config.batch_size} is larger than the {self.num_train} training "
+                "examples."
+            )
+        self.stats: pipelines.ChannelStats | None = None
+
+    def load_stats(self, cache_dir: str | Path | None) -> pipelines.ChannelStats:
+        """Normalisation and PCA statistics of the training split (cached in ``cache_dir``)."""
+        if cache_dir is None:
+            self.stats = pipelines.compute_stats(self.source, max_examples=STATS_EXAMPLES)
+        else:
+            self.stats = pipelines.load_or_compute_stats(
+                self.source, cache_dir, max_examples=STATS_EXAMPLES
+            )
+        return self.stats
+
+    def describe(self) -> dict[str, Any]:
+        """What ``data.json`` records: what serving and later runs need to know."""
+        assert self.stats is not None, "load_stats first"
+        return {
+            "dataset": self.config.dataset,
+            "class_names": list(self.source.class_names),
+            "input_shape": [*self.image_size, 3],
+            "mean": list(self.stats.mean),
+            "std": list(self.stats.std),
+            "num_examples": dict(self.source.num_examples),
+            "augment": self.augment,
+        }
+
+    def eval_steps(self, split: str) -> int:
+        return pipelines.eval_steps(
+            self.source.num_examples[split],
+            self.config.batch_size,
+            num_input_pipelines=self.num_input_pipelines,
+        )
+
+    # Distributed datasets -------------------------------------------------------------------
+
+    def train_dataset(self, initial_epoch: int = 0):
+        """Augmented training batches from ``initial_epoch`` on, forever (one iterator serves
+        every epoch; an epoch is `steps_per_epoch` steps)."""
+        return self._training_batches(self.augment, self.config.seed, initial_epoch)
+
+    def eval_dataset(self, split: str):
+        """Every example of ``split`` once, in full (padded) global batches."""
+        stats = self.stats
+
+        def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return pipelines.make_eval_dataset(
+                self.source,
+                image_size=self.image_size,
+                batch_size=self.config.batch_size,  # global; the pipeline splits it
+                mean=stats.mean,
+                std=stats.std,
+                input_context=context,
+                split=split,
+                cache=True,
+                pad=True,
+            )
+
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    def calibration_dataset(self, epoch: int = 0):
+        """Shuffled, un-augmented training batches for re-estimating batch-norm statistics:
+        a function of ``(seed, epoch)``, so a resumed run sees the same ones."""
+        return self._training_batches("none", self.config.seed + 1, epoch)
+
+    def _training_batches(self, augment: str, seed: int, initial_epoch: int):
+        cfg, stats = self.config, self.stats
+        source: Any = self.source
+        if cfg.overfit_batches:
+            source = self.source.splits["train"].take(cfg.overfit_batches * cfg.batch_size)
+
+        def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return pipelines.make_train_dataset(
+                source,
+                image_size=self.image_size,
+                global_batch_size=cfg.batch_size,
+                augment=augment,
+                mean=stats.mean,
+                std=stats.std,
+                seed=seed,
+                input_context=context,
+                num_classes=self.classes,
+                pca=stats,
+                initial_epoch=initial_epoch,
+            )
+
+        return self.strategy.distribute_datasets_from_function(fn)
+
+
+def _input_pipelines(strategy: tf.distribute.Strategy) -> int:
+    """How many input pipelines (workers) the strategy feeds from."""
+    seen: list[int] = []
+
+    def fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        seen.append(context.num_input_pipelines)
+        return tf.data.Dataset.range(1)
+
+    strategy.distribute_datasets_from_function(fn)
+    return seen[0] if seen else 1

@@ -1,0 +1,387 @@
+"""The loop: `Trainer.fit` runs epochs of N-step calls and evaluations between callbacks.
+
+Everything else is a part with one job: `TrainData` (datasets), `build_optimisation`
+(optimizers and schedule), `Steps` (the compiled functions), `RunDirectory` (files and
+checkpoints) and the callbacks (output, checks, saving).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from zoo.config import RunOptions, TrainConfig
+from zoo.training import callbacks as cb
+from zoo.training import rundir
+from zoo.training.data import TrainData
+from zoo.training.optim import Optimisation, build_optimisation
+from zoo.training.rundir import RunDirectory
+from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
+from zoo.training.step import Steps
+from zoo.training.transfer import copy_matching_weights, source_model
+
+
+class FitHistory(keras.callbacks.History):
+    """Keras's `History` (``history[name]`` per epoch run by this call) plus ``metrics``: the
+    final figures, also in ``metrics.json``."""
+
+    metrics: dict[str, Any]
+
+
+class Trainer:
+    """Train one `TrainConfig`; ``Trainer(config).fit()`` returns a `FitHistory`.
+
+    Args:
+        config: The experiment.
+        options: How this invocation runs it (run directory, reporting, steps per call).
+        runtime: Strategy, precision and determinism, resolved by the caller once per process
+            (`resolve_runtime`); by default resolved from ``config``.
+        callbacks: Keras callbacks, called after the engine's own with the same logs as Keras's
+            ``fit``; ``model.stop_training = True`` ends training after the epoch.
+
+    After `fit`, ``model`` holds the best weights (by ``config.monitor``).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        options: RunOptions | None = None,
+        runtime: Runtime | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        _resume: RunDirectory | None = None,
+    ) -> None:
+        zoo.model_info(config.model)  # an unknown name fails here, naming the close ones
+        self.config = config
+        self.options = options or RunOptions()
+        self.runtime = runtime or resolve_runtime(
+            config.strategy, config.precision, config.deterministic
+        )
+        if config.precision != "auto" and config.precision != self.runtime.precision:
+            raise ValueError(
+                f"the config asks for {config.precision} but the runtime is "
+                f"{self.runtime.precision}."
+            )
+        self.user_callbacks = list(callbacks)
+        self.run: RunDirectory | None = _resume
+        self.resuming = _resume is not None
+        self.history = FitHistory()
+        self.metrics: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.start_epoch = 0
+        self._set_up = False
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | os.PathLike[str],
+        *,
+        epochs: int | None = None,
+        options: RunOptions | None = None,
+        runtime: Runtime | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+    ) -> Trainer:
+        """A trainer that continues the run in ``run_dir`` from its newest good checkpoint,
+        with its saved configuration (optionally for a different number of ``epochs``)."""
+        run = RunDirectory.open(run_dir)
+        config = run.read_config()
+        if epochs is not None:
+            config = dataclasses.replace(config, epochs=epochs)
+        options = dataclasses.replace(options or RunOptions(), run_dir=str(run.path))
+        return cls(config, options=options, runtime=runtime, callbacks=callbacks, _resume=run)
+
+    @property
+    def chief(self) -> bool:
+        return self.runtime.chief
+
+    @property
+    def verbose(self) -> bool:
+        return self.options.verbose
+
+    @property
+    def strategy(self) -> tf.distribute.Strategy:
+        return self.runtime.strategy
+
+    @property
+    def train_function(self):
+        """The compiled N-step training function (see `Steps`)."""
+        return self.steps.train_function
+
+    @property
+    def eval_function(self):
+        return self.steps.eval_function
+
+    def say(self, message: str) -> None:
+        if self.verbose and self.chief:
+            print(message, flush=True)
+
+    # Setup ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load the data, claim the run directory, build model, optimizers and steps in the
+        strategy's scope and restore a checkpoint (resume or ``init_from``). Runs once."""
+        if self._set_up:
+            return
+        cfg, strategy, precision = self.config, self.strategy, self.runtime.precision
+        self.data = TrainData(cfg, strategy)  # bad data fails before the run directory exists
+        self._open_run()
+        self.data.load_stats(self.run.path if self.chief else None)
+        if self.chief:
+            self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
+        keras.utils.set_random_seed(cfg.seed)
+        classifier = zoo.model_info(cfg.model).classifier
+        with strategy.scope(), dtype_policy(precision):
+            self.model = zoo.create_model(
+                cfg.model,
+                input_shape=(*self.data.image_size, 3),
+                classes=self.data.classes,
+                width=cfg.width,
+                dropout=cfg.dropout,
+            )
+            self.optimisation: Optimisation = build_optimisation(
+                cfg, self.model, classifier, self.data.steps_per_epoch, precision
+            )
+            self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.rng_variables = [
+            v for layer in self.model.layers for v in layer.variables if "seed_generator" in v.path
+        ]
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model,
+            optimizers=[group.optimizer for group in self.optimisation.groups],
+            epoch=self.epoch_var,
+            rng=self.rng_variables,
+        )
+        self.last_manager = self.run.checkpoint_manager(
+            self.checkpoint, rundir.LAST, self.options.keep_checkpoints
+        )
+        self.best_manager = self.run.checkpoint_manager(self.checkpoint, rundir.BEST, 1)
+        if self.resuming:
+            self._restore()
+        elif cfg.init_from:
+            copied, fresh = copy_matching_weights(self.model, source_model(cfg.init_from))
+            if copied == 0:
+                raise ValueError(f"no layer of {cfg.init_from} matches {cfg.model}.")
+            self.say(f"initialised {copied} layers from {cfg.init_from}; fresh: {fresh or '-'}")
+        self.start_epoch = self.epoch = int(self.epoch_var.numpy())
+        self.steps = Steps(self.model, self.optimisation, cfg, strategy, self.data.classes)
+        self.train_ds = self.data.train_dataset(self.start_epoch)
+        self.eval_ds = {"validation": self.data.eval_dataset("validation")}
+        self._set_up = True
+
+    def _open_run(self) -> None:
+        if self.run is not None:  # resuming
+            pass
+        elif self.chief:
+            self.run = RunDirectory.create(
+                self.config, run_dir=self.options.run_dir, runs_dir=self.options.runs_dir
+            )
+        elif self.options.run_dir is None:
+            raise ValueError("a multi-worker run needs --run-dir, the same on every worker.")
+        else:
+            self.run = RunDirectory(self.options.run_dir, scratch=self.runtime.worker_name)
+            self.run.checkpoint_dir().parent.mkdir(parents=True, exist_ok=True)
+        if self.chief:
+            self.run.lock()
+
+    def _restore(self) -> None:
+        prefix = self.run.restore(self.checkpoint, rundir.LAST)
+        done = int(self.epoch_var.numpy())
+        if self.config.epochs < done:
+            raise ValueError(
+                f"--epochs {self.config.epochs} is below the {done} epochs {self.run.path} has "
+                f"done; pass --epochs {done} or more."
+            )
+        self.rows = [r for r in self.run.read_history() if int(r["epoch"]) <= done]
+        if self.chief and self.run.read_config() != self.config:  # a new --epochs
+            self.run.write_config(self.config)
+        self.say(f"resumed {self.run.path} after epoch {done} ({prefix})")
+
+    def _callbacks(self) -> keras.callbacks.CallbackList:
+        ratios = cb.UpdateRatios()
+        self.best = cb.BestCheckpoint(self.config.monitor, self.config.monitor_mode)
+        engine: list[cb.EngineCallback] = [
+            cb.NaNGuard(),
+            cb.InitialLossCheck(),
+            ratios,
+            cb.HistoryWriter(),
+            cb.EpochCheckpoint(),
+            self.best,
+            cb.TensorBoardLogger(ratios),
+            cb.ConsoleLogger(ratios, self.options.log_every),
+        ]
+        for callback in engine:
+            callback.trainer = self
+        self.update_ratios = ratios
+        extra: list[keras.callbacks.Callback] = [self.history]
+        if self.config.early_stopping:
+            extra.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=self.config.monitor,
+                    mode=self.config.monitor_mode,
+                    patience=self.config.early_stopping,
+                    verbose=1 if self.verbose and self.chief else 0,
+                )
+            )
+        return keras.callbacks.CallbackList(
+            [*engine, *extra, *self.user_callbacks],
+            model=self.model,
+            epochs=self.config.epochs,
+            steps=self.data.steps_per_epoch,
+            verbose=0,
+        )
+
+    # The loop -------------------------------------------------------------------------------
+
+    def fit(self) -> FitHistory:
+        """Train to ``config.epochs`` (from the newest good checkpoint when resuming) or until a
+        callback stops it; write ``metrics.json`` and return the history.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite.
+        """
+        try:
+            with self.runtime.active():
+                self.setup()
+                self.say(self.describe())
+                callbacks = self._callbacks()
+                if self.start_epoch == 0:
+                    self.last_manager.save(checkpoint_number=0)  # a good checkpoint from the start
+                self.model.stop_training = False
+                callbacks.on_train_begin()
+                iterator = iter(self.train_ds)
+                logs: dict[str, Any] = {}
+                for epoch in range(self.start_epoch, self.config.epochs):
+                    self.epoch = epoch
+                    callbacks.on_epoch_begin(epoch)
+                    logs = self.train_epoch(iterator, callbacks)
+                    self.recalibrate()
+                    callbacks.on_test_begin()
+                    logs.update(self.evaluate("validation", prefix="val_"))
+                    callbacks.on_test_end(logs)
+                    callbacks.on_epoch_end(epoch, logs)
+                    if self.model.stop_training:
+                        break
+                callbacks.on_train_end(logs)
+                self.metrics = self.history.metrics = self.finish()
+        finally:
+            if self.run is not None:
+                self.run.unlock()
+                self.run.discard_scratch()
+        return self.history
+
+    def train_epoch(self, iterator, callbacks: keras.callbacks.CallbackList) -> dict[str, Any]:
+        """One epoch in calls of ``steps_per_execution`` steps; the epoch's mean metrics."""
+        total, per_call = self.data.steps_per_epoch, self.options.steps_per_execution
+        sums = np.zeros(4)
+        done, start = 0, time.perf_counter()
+        while done < total:
+            n = min(per_call, total - done)
+            callbacks.on_train_batch_begin(done)
+            values = np.array(self.steps.train(iterator, n))
+            sums += values
+            done += n
+            logs = _means(sums)
+            logs.update(
+                learning_rate=self.optimisation.learning_rate(),
+                batch_loss=values[0] / max(values[3], 1.0),
+                steps=n,
+            )
+            callbacks.on_train_batch_end(done - 1, logs)
+        seconds = time.perf_counter() - start
+        return {
+            **_means(sums),
+            "learning_rate": self.optimisation.learning_rate(),
+            "images_per_second": total * self.config.batch_size / seconds,
+            "seconds": seconds,
+        }
+
+    def evaluate(self, split: str = "validation", prefix: str = "") -> dict[str, float]:
+        """Loss, top-1 and top-5 accuracy over every example of ``split``."""
+        if split not in self.eval_ds:
+            self.eval_ds[split] = self.data.eval_dataset(split)
+        values = self.steps.evaluate(iter(self.eval_ds[split]), self.data.eval_steps(split))
+        return {prefix + k: v for k, v in _means(np.array(values)).items()}
+
+    def recalibrate(self) -> None:
+        """Batch-norm statistics as the mean over ``config.bn_recalibration`` un-augmented
+        training batches of this epoch (the dropout RNG is left as it was)."""
+        batches = min(self.config.bn_recalibration, self.data.steps_per_epoch)
+        if not batches or not self.steps.batch_norms:
+            return
+        rng = [v.numpy() for v in self.rng_variables]
+        dataset = self.data.calibration_dataset(self.epoch)
+        self.steps.calibrate(iter(dataset), batches)
+        for variable, value in zip(self.rng_variables, rng, strict=True):
+            variable.assign(value)
+
+    def finish(self) -> dict[str, Any]:
+        """Load the best weights, evaluate the test split if there is one, write metrics."""
+        best_path = None
+        if self.run.checkpoints(rundir.BEST):
+            best_path = self.run.restore(
+                tf.train.Checkpoint(model=self.model), rundir.BEST, partial=True
+            )
+        rows = self.rows
+        best = self.best.best_epoch
+        best_row = next((r for r in rows if int(r["epoch"]) == best), rows[-1])
+        metrics: dict[str, Any] = {
+            "model": self.config.model,
+            "dataset": self.config.dataset,
+            "epochs": int(rows[-1]["epoch"]),
+            "monitor": self.config.monitor,
+            "best_epoch": int(best_row["epoch"]),
+            "val_loss": float(best_row["val_loss"]),
+            "val_accuracy": float(best_row["val_accuracy"]),
+            "val_top5": float(best_row["val_top5"]),
+            "train_seconds": sum(float(r["seconds"]) for r in rows),
+            "images_per_second": float(np.median([float(r["images_per_second"]) for r in rows])),
+            "best_checkpoint": best_path,
+            "run_dir": str(self.run.path),
+        }
+        if "test" in self.data.source.splits:
+            test = self.evaluate("test")
+            metrics.update(
+                test_loss=test["loss"], test_accuracy=test["accuracy"], test_top5=test["top5"]
+            )
+        if self.chief:
+            self.run.write_json(rundir.METRICS, metrics)
+        return metrics
+
+    def describe(self) -> str:
+        cfg, data = self.config, self.data
+        params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        return (
+            f"{cfg.model} ({params:,} trainable parameters) on {cfg.dataset}: "
+            f"{data.source.num_examples['train']:,} training images of "
+            f"{data.image_size[0]}x{data.image_size[1]}, {data.classes} classes; "
+            f"{self.runtime.replicas} replica(s), {self.runtime.precision}, "
+            f"augment={data.augment!r}; epochs {self.start_epoch + 1}-{cfg.epochs} of "
+            f"{data.steps_per_epoch} steps, {self.options.steps_per_execution} per call; "
+            f"run directory {self.run.path}"
+        )
+
+
+def _means(sums) -> dict[str, float]:
+    loss, top1, top5, count = (float(v) for v in sums)
+    n = max(count, 1.0)
+    return {"loss": loss / n, "accuracy": top1 / n, "top5": top5 / n}
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    options: RunOptions | None = None,
+    runtime: Runtime | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> FitHistory:
+    """Train ``config`` and return its `FitHistory` (``.history``, ``.metrics``); see `Trainer`."""
+    return Trainer(config, options=options, runtime=runtime, callbacks=callbacks).fit()

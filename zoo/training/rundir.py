@@ -1,0 +1,329 @@
+"""The run directory: the one owner of where a run's files are and how they are written.
+
+Layout::
+
+    <run>/
+      config.json           the TrainConfig (its presence makes the folder a run)
+      data.json             classes, input shape, normalisation, augmentation, precision
+      channel_stats.json    the training split's statistics (cached)
+      history.csv           one row per finished epoch
+      metrics.json          the final metrics (best epoch, validation and test figures)
+      curves.png            loss and accuracy per epoch
+      checkpoints/epoch-N   the last few epochs (model, optimizers, epoch, dropout RNG)
+      best/best-N           the epoch that was best by the monitored metric
+      tensorboard/          TensorBoard logs
+      .lock                 held (flock) by the process that trains the run
+
+Rules:
+
+- A new run directory is claimed atomically and exclusively: default names get a numbered
+  suffix when taken, and ``config.json`` is linked into place only if absent, so two runs never
+  share a folder and an existing run is never overwritten.
+- One process trains a run at a time (an advisory ``flock``, released by the kernel when its
+  holder dies, so a killed run's lock never blocks its resume).
+- Every JSON and CSV is written to a temporary file and renamed into place.
+- A finished epoch writes its history row, then its checkpoint: every checkpoint has its row, and
+  rows after the checkpoint that is restored are dropped on resume.
+- Checkpoints are tried newest first; one that fails to restore is skipped with a warning naming
+  it, and an error is raised only when none is good.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import fcntl
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+import zoo
+from zoo.config import TrainConfig
+from zoo.training.runtime import dtype_policy
+
+logger = logging.getLogger("zoo.train")
+
+CONFIG, DATA, HISTORY, METRICS, CURVES = (
+    "config.json",
+    "data.json",
+    "history.csv",
+    "metrics.json",
+    "curves.png",
+)
+LAST, BEST = "checkpoints", "best"
+_PREFIX = {LAST: "epoch", BEST: "best"}
+_CHECKPOINT = re.compile(r"^(epoch|best)-(\d+)\.index$")
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training this run."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """A run directory holds no checkpoint that restores."""
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_name(config: TrainConfig) -> str:
+    """``<time>-<model>-<dataset>``, the dataset made one safe path component."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", config.dataset.replace(":", "-")).strip("_-")
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{config.model}-{safe}"
+
+
+class RunDirectory:
+    """A run's folder. Make one with `create` (new run) or `open` (an existing run)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, scratch: str | None = None) -> None:
+        self.path = Path(path)
+        # A non-chief worker takes part in every checkpoint save but keeps nothing: its copies
+        # go to a throw-away folder, removed by `discard_scratch`.
+        self.scratch = self.path / f".worker-{scratch}" if scratch else None
+        self._lock_file: io.TextIOWrapper | None = None
+
+    # Creation -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        config: TrainConfig,
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        runs_dir: str | os.PathLike[str] = "runs",
+    ) -> RunDirectory:
+        """Claim a new run directory for ``config``: ``run_dir``, or a fresh name under
+        ``runs_dir``. Raises `FileExistsError` if ``run_dir`` already holds a run."""
+        if run_dir is not None:
+            run = cls(run_dir)
+            run.path.mkdir(parents=True, exist_ok=True)
+            if not run._claim(config):
+                raise FileExistsError(
+                    f"{run.path} already holds a run; continue it with --resume {run.path}, "
+                    "or choose another --run-dir."
+                )
+            return run
+        parent = Path(runs_dir)
+        parent.mkdir(parents=True, exist_ok=True)
+        base = default_name(config)
+        for suffix in range(1, 10_000):
+            path = parent / (base if suffix == 1 else f"{base}-{suffix}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            run = cls(path)
+            if run._claim(config):
+                return run
+        raise FileExistsError(f"no free run directory name for {base} under {parent}")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDirectory:
+        """An existing run (one with a ``config.json``)."""
+        run = cls(path)
+        if not (run.path / CONFIG).is_file():
+            raise FileNotFoundError(f"{run.path} is not a run directory (no {CONFIG}).")
+        return run
+
+    def _claim(self, config: TrainConfig) -> bool:
+        """Link a complete ``config.json`` into place unless one exists (atomic on POSIX)."""
+        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=self.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(config.to_json() + "\n")
+            try:
+                os.link(tmp, self.path / CONFIG)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    # Lock -----------------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the run's lock, or raise `RunLockedError` naming the process that holds it."""
+        if self._lock_file is not None:
+            return
+        f = open(self.path / ".lock", "a+")  # noqa: SIM115  (held until `unlock`)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                f.close()
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunLockedError(
+                f"{self.path} is being trained by {holder}; wait for it to finish, or stop it."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        f.flush()
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.truncate(0)
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # Files ----------------------------------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def read_config(self) -> TrainConfig:
+        return TrainConfig.load(self.path / CONFIG)
+
+    def write_config(self, config: TrainConfig) -> None:
+        """Replace the run's configuration (``--resume --epochs N`` changes ``epochs``)."""
+        atomic_write_text(self.path / CONFIG, config.to_json() + "\n")
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        return json.loads((self.path / name).read_text())
+
+    def write_json(self, name: str, value: Any) -> None:
+        atomic_write_text(self.path / name, json.dumps(value, indent=2) + "\n")
+
+    def read_history(self) -> list[dict[str, str]]:
+        path = self.path / HISTORY
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def write_history(self, rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path / HISTORY, buffer.getvalue())
+
+    # Checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint_dir(self, kind: str = LAST) -> Path:
+        return (self.scratch or self.path) / kind
+
+    def checkpoint_manager(
+        self, checkpoint: tf.train.Checkpoint, kind: str, max_to_keep: int
+    ) -> tf.train.CheckpointManager:
+        return tf.train.CheckpointManager(
+            checkpoint,
+            str(self.checkpoint_dir(kind)),
+            max_to_keep=max_to_keep,
+            checkpoint_name=_PREFIX[kind],
+        )
+
+    def checkpoints(self, kind: str = LAST) -> list[str]:
+        """Checkpoint prefixes of ``kind`` (``checkpoints`` or ``best``), newest first."""
+        folder = self.path / kind
+        found = []
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                match = _CHECKPOINT.match(entry.name)
+                if match and match.group(1) == _PREFIX[kind]:
+                    found.append((int(match.group(2)), str(folder / entry.name[: -len(".index")])))
+        return [prefix for _, prefix in sorted(found, reverse=True)]
+
+    def restore(
+        self, checkpoint: tf.train.Checkpoint, kind: str = LAST, *, partial: bool = False
+    ) -> str:
+        """Restore the newest checkpoint of ``kind`` that restores; return its prefix.
+
+        A checkpoint that fails (truncated, corrupt, of another model) is skipped with a warning
+        naming it. ``partial`` allows the checkpoint to hold more than ``checkpoint`` tracks
+        (an optimizer when only the model is wanted). Raises `NoCheckpointError` when none is
+        good.
+        """
+        skipped = []
+        for prefix in self.checkpoints(kind):
+            try:
+                status = checkpoint.restore(prefix)
+                if partial:
+                    status.expect_partial()
+                status.assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError) as err:
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                skipped.append(prefix)
+                logger.warning("skipped checkpoint %s: it does not restore (%s)", prefix, reason)
+                continue
+            if skipped:
+                logger.warning(
+                    "restored %s instead of the newer %s, which did not restore",
+                    prefix,
+                    ", ".join(skipped),
+                )
+            return prefix
+        what = f"none of {', '.join(skipped)} restores" if skipped else "there is none"
+        raise NoCheckpointError(f"no usable checkpoint in {self.path / kind}: {what}.")
+
+    def discard_scratch(self) -> None:
+        if self.scratch is not None:
+            import shutil
+
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # Models ---------------------------------------------------------------------------------
+
+    def build_model(self, precision: str = "float32") -> keras.Model:
+        """The run's model, freshly initialised, built under ``precision``."""
+        config = self.read_config()
+        data = self.read_json(DATA)
+        with dtype_policy(precision):
+            return zoo.create_model(
+                config.model,
+                input_shape=tuple(data["input_shape"]),
+                classes=len(data["class_names"]),
+                width=config.width,
+                dropout=config.dropout,
+            )
+
+    def load_model(self, which: str = "best", precision: str = "float32") -> tuple[Any, str]:
+        """The run's model with the weights of its best or last checkpoint, and that
+        checkpoint's prefix. ``best`` falls back to the last checkpoint, with a warning, when the
+        run has no usable best checkpoint."""
+        if which not in ("best", "last"):
+            raise ValueError(f"which must be 'best' or 'last', got {which!r}.")
+        model = self.build_model(precision)
+        checkpoint = tf.train.Checkpoint(model=model)
+        if which == "best":
+            try:
+                return model, self.restore(checkpoint, BEST, partial=True)
+            except NoCheckpointError as err:
+                logger.warning("%s; using the last checkpoint instead", err)
+        return model, self.restore(checkpoint, LAST, partial=True)
+
+
+def load_model(
+    run: str | os.PathLike[str], which: str = "best", *, precision: str = "float32"
+) -> keras.Model:
+    """The model of a run directory with its ``best`` or ``last`` weights (float32 unless
+    ``precision`` says otherwise); used by ``--init-from``, ``zoo.export`` and predictions."""
+    model, _ = RunDirectory.open(run).load_model(which, precision)
+    return model

@@ -1,0 +1,124 @@
+"""Process-wide state, resolved once by the entry point and handed to the engine.
+
+A `Runtime` names the distribution strategy, the precision policy and whether ops are
+deterministic. The engine never sets these globally for longer than it runs: `Runtime.active`
+applies op determinism for the duration of a fit and restores it, and `dtype_policy` builds a
+model under a precision policy and puts the previous global policy back, so several trainings
+with different precisions run one after another in one process (as a tuner runs trials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how training runs: a strategy, a resolved precision and op determinism."""
+
+    strategy: tf.distribute.Strategy
+    precision: str = "float32"
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)} once resolved; "
+                f"got {self.precision!r}."
+            )
+
+    @property
+    def replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run's files (always, but on a non-chief worker)."""
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or not resolver.task_type:
+            return True
+        cluster = resolver.cluster_spec().as_dict()
+        if "chief" in cluster:
+            return resolver.task_type == "chief"
+        return resolver.task_type == "worker" and resolver.task_id == 0
+
+    @property
+    def worker_name(self) -> str:
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        if resolver is None or not resolver.task_type:
+            return "chief"
+        return f"{resolver.task_type}-{resolver.task_id}"
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Op determinism as asked for while the block runs; the previous setting afterwards."""
+        before = _determinism_enabled()
+        if self.deterministic and not before:
+            tf.config.experimental.enable_op_determinism()
+        try:
+            yield
+        finally:
+            if self.deterministic and not before:
+                _set_determinism(False)
+
+
+def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """``auto``: mirrored over several GPUs, default otherwise; ``mirrored`` uses every GPU, or
+    every logical CPU device when there is no GPU; ``multiworker`` reads ``TF_CONFIG``."""
+    if name == "multiworker":  # must come before anything initialises TensorFlow's runtime
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name not in ("auto", "default"):
+        raise ValueError(f"strategy must be auto, default, mirrored or multiworker; got {name!r}.")
+    return tf.distribute.get_strategy()
+
+
+def resolve_precision(name: str = "auto") -> str:
+    """``auto``: ``mixed_float16`` on a GPU, ``float32`` otherwise."""
+    if name == "auto":
+        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
+    return name
+
+
+def resolve_runtime(
+    strategy: str = "auto", precision: str = "auto", deterministic: bool = False
+) -> Runtime:
+    """The runtime for a `TrainConfig`'s ``strategy``, ``precision`` and ``deterministic``."""
+    return Runtime(resolve_strategy(strategy), resolve_precision(precision), deterministic)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy set to ``name`` while the block runs (layers keep the policy
+    they were built with); the previous policy afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _determinism_enabled() -> bool:
+    from tensorflow.python.framework import config as tf_config  # not exported by tf.config
+
+    return bool(tf_config.is_op_determinism_enabled())
+
+
+def _set_determinism(enabled: bool) -> None:
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()

@@ -1,0 +1,37 @@
+"""Transfer learning: start a model from another run's or file's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from zoo.training.rundir import RunDirectory
+
+
+def source_model(source: str) -> keras.Model:
+    """The model of a run directory (best weights) or of a ``.keras`` file."""
+    path = Path(source)
+    if path.is_dir():
+        model, _ = RunDirectory.open(path).load_model("best")
+        return model
+    if path.suffix == ".keras" and path.is_file():
+        return keras.saving.load_model(path, compile=False)
+    raise ValueError(f"init_from must be a run directory or a .keras file, got {source!r}.")
+
+
+def copy_matching_weights(model: keras.Model, source: keras.Model) -> tuple[int, list[str]]:
+    """Copy weights layer by layer, by name, where every shape matches; returns the number of
+    layers copied and the names of those left fresh (typically a new classifier)."""
+    copied, fresh = 0, []
+    source_layers = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        other = source_layers.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        if [w.shape for w in layer.weights] == [w.shape for w in other.weights]:
+            layer.set_weights(other.get_weights())
+            copied += 1
+        else:
+            fresh.append(layer.name)
+    return copied, fresh
