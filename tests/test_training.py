@@ -72,7 +72,8 @@ class Recorder(keras.callbacks.Callback):
 
 def test_a_keras_callback_sees_the_logs_keras_fit_gives(tmp_path):
     recorder = Recorder()
-    history = fit(tiny(), options=at(tmp_path / "run"), callbacks=[recorder])
+    trainer = Trainer(tiny(), options=at(tmp_path / "run"), callbacks=[recorder])
+    history = trainer.fit()
     assert recorder.calls[0] == "train_begin" and recorder.calls[-1] == "train_end"
     assert recorder.calls.count("epoch_end 0") == recorder.calls.count("epoch_end 1") == 1
     assert recorder.calls.count("batch_end 18") == 2  # 19 steps an epoch, one step per call
@@ -86,6 +87,10 @@ def test_a_keras_callback_sees_the_logs_keras_fit_gives(tmp_path):
         [float(r["val_accuracy"]) for r in rows]
     )
     assert history.metrics["run_dir"] == str(tmp_path / "run")
+    # The update/weight check saw every kernel move, at a sane scale for SGD at 0.1.
+    ratios = trainer.update_ratios.ratios
+    assert len(ratios) == len(trainer.optimisation.kernels)
+    assert all(0 < r < 1 for r in ratios.values()) and 1e-5 < trainer.update_ratios.median < 0.1
 
 
 def test_keras_early_stopping_stops_the_engine(tmp_path):

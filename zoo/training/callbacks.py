@@ -66,7 +66,11 @@ class EpochCheckpoint(EngineCallback):
 
 
 class BestCheckpoint(EngineCallback):
-    """Keeps the epoch that is best by ``monitor`` (``mode`` ``max`` or ``min``) in ``best/``."""
+    """Keeps the epoch that is best by ``monitor`` (``mode`` ``max`` or ``min``) in ``best/``.
+
+    A tie goes to the later epoch: on a small validation set accuracy often ties, and the later
+    weights have trained longer (on the default digits run, 180 validation images, epochs 7 and
+    14 both scored 0.978)."""
 
     def __init__(self, monitor: str, mode: str) -> None:
         super().__init__()
@@ -77,7 +81,7 @@ class BestCheckpoint(EngineCallback):
     def better(self, value: float, than: float | None) -> bool:
         if not math.isfinite(value):
             return False
-        return than is None or (value > than if self.mode == "max" else value < than)
+        return than is None or (value >= than if self.mode == "max" else value <= than)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """On resume: the best of the kept history; if that is the epoch just restored and
@@ -148,8 +152,9 @@ class InitialLossCheck(EngineCallback):
 
 
 class UpdateRatios(EngineCallback):
-    """||update|| / ||weight|| per kernel over the first call of each epoch, divided by the
-    steps in that call (CS231n: about 1e-3 per step is healthy). ``ratios`` holds the last."""
+    """||update|| / ||weight|| per kernel over the last call of each epoch, divided by the
+    steps in that call (CS231n: about 1e-3 per step is healthy). ``ratios`` holds the last.
+    (The last call, not the first: the first step of a warm-up has a learning rate of 0.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -157,7 +162,8 @@ class UpdateRatios(EngineCallback):
         self._before: list[np.ndarray] | None = None
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if batch == 0:
+        trainer = self.trainer
+        if batch + trainer.options.steps_per_execution >= trainer.data.steps_per_epoch:
             self._before = [np.array(v.numpy()) for v in self.trainer.optimisation.kernels]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
