@@ -200,7 +200,10 @@ class Trainer:
                 f"--epochs {self.config.epochs} is below the {done} epochs {self.run.path} has "
                 f"done; pass --epochs {done} or more."
             )
-        self.rows = [r for r in self.run.read_history() if int(r["epoch"]) <= done]
+        history = self.run.read_history()
+        self.rows = [r for r in history if int(r["epoch"]) <= done]
+        if self.chief and len(self.rows) != len(history):  # epochs after the checkpoint
+            self.run.write_history(self.rows, cb.HISTORY_FIELDS)
         if self.chief and self.run.read_config() != self.config:  # a new --epochs
             self.run.write_config(self.config)
         self.say(f"resumed {self.run.path} after epoch {done} ({prefix})")
