@@ -351,6 +351,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
             *common,
             "--log-every",
             "1",
+            "--steps-per-execution",
+            "1",
             "--run-dir",
             str(killed_dir),
         ],

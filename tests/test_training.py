@@ -72,7 +72,9 @@ class Recorder(keras.callbacks.Callback):
 
 def test_a_keras_callback_sees_the_logs_keras_fit_gives(tmp_path):
     recorder = Recorder()
-    trainer = Trainer(tiny(), options=at(tmp_path / "run"), callbacks=[recorder])
+    trainer = Trainer(
+        tiny(), options=at(tmp_path / "run", steps_per_execution=1), callbacks=[recorder]
+    )
     history = trainer.fit()
     assert recorder.calls[0] == "train_begin" and recorder.calls[-1] == "train_end"
     assert recorder.calls.count("epoch_end 0") == recorder.calls.count("epoch_end 1") == 1

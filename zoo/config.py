@@ -234,9 +234,10 @@ class RunOptions:
     keep_checkpoints: int = _opt(3, "epoch checkpoints kept besides the best")
     log_every: int = _opt(0, "also print a line every N steps (0: progress bar only)")
     steps_per_execution: int = _opt(
-        1,
+        16,
         "training steps run in one tf.function call (one host round-trip); results are "
-        "identical, only the host overhead changes",
+        "identical, only the host overhead and the granularity of progress and the NaN "
+        "check change",
     )
     export: bool = _opt(
         False, "export the best weights to saved_models/ (SavedModel and ONNX) at the end"
