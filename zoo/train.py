@@ -18,6 +18,7 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from typing import Any
 
 from zoo.config import RunOptions, TrainConfig
 
@@ -46,6 +47,37 @@ def _cli_fields(cls: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
 
 
+def add_dataclass_flags(
+    group: Any,  # a parser or an argument group
+    cls: type,
+    *,
+    suppress_defaults: bool = False,
+    skip: frozenset[str] = frozenset(),
+) -> None:
+    """One ``--flag-name`` per field of the dataclass ``cls`` (its type, choices and help from
+    the field); booleans get ``--flag``/``--no-flag``. Used by every CLI that takes a config."""
+    for field in _cli_fields(cls):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind, optional = _base_type(cls, field.name)
+        default = argparse.SUPPRESS if suppress_defaults else field.default
+        help_text = field.metadata["help"]
+        if kind is bool:
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        else:
+            group.add_argument(
+                flag,
+                type=_optional(kind) if optional else kind,
+                default=default,
+                choices=field.metadata.get("choices"),
+                metavar=field.name.upper() if not field.metadata.get("choices") else None,
+                help=help_text,
+            )
+
+
 def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The CLI: one flag per `TrainConfig` and `RunOptions` field, and ``--resume``.
 
@@ -59,29 +91,16 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
-    groups = (
-        (TrainConfig, parser.add_argument_group("experiment (saved in config.json)")),
-        (RunOptions, parser.add_argument_group("this invocation (may change on --resume)")),
+    add_dataclass_flags(
+        parser.add_argument_group("experiment (saved in config.json)"),
+        TrainConfig,
+        suppress_defaults=suppress_defaults,
     )
-    for cls, group in groups:
-        for field in _cli_fields(cls):
-            flag = "--" + field.name.replace("_", "-")
-            kind, optional = _base_type(cls, field.name)
-            default = argparse.SUPPRESS if suppress_defaults else field.default
-            help_text = field.metadata["help"]
-            if kind is bool:
-                group.add_argument(
-                    flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
-                )
-            else:
-                group.add_argument(
-                    flag,
-                    type=_optional(kind) if optional else kind,
-                    default=default,
-                    choices=field.metadata.get("choices"),
-                    metavar=field.name.upper() if not field.metadata.get("choices") else None,
-                    help=help_text,
-                )
+    add_dataclass_flags(
+        parser.add_argument_group("this invocation (may change on --resume)"),
+        RunOptions,
+        suppress_defaults=suppress_defaults,
+    )
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
