@@ -97,14 +97,15 @@ def test_a_keras_callback_sees_the_logs_keras_fit_gives(tmp_path):
 
 def test_keras_early_stopping_stops_the_engine(tmp_path):
     """EarlyStopping with a threshold no epoch can pass stops after ``patience + 1`` epochs."""
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=100.0, patience=1)
+    # The default monitor with mode "auto": Keras must find that accuracy is maximised.
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", min_delta=100.0, patience=1)
     history = fit(tiny(epochs=6), options=at(tmp_path / "run"), callbacks=[stopper])
     assert len(history.history["loss"]) == 2 and stopper.stopped_epoch == 1
     assert [int(r["epoch"]) for r in history_rows(tmp_path / "run")] == [1, 2]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 2
 
 
-def test_a_callback_may_stop_training_and_keras_csv_logger_works(tmp_path):
+def test_a_callback_may_stop_training_and_keras_csv_logger_and_tensorboard_work(tmp_path):
     class StopAfterFirst(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             self.model.stop_training = True
@@ -113,8 +114,13 @@ def test_a_callback_may_stop_training_and_keras_csv_logger_works(tmp_path):
     fit(
         tiny(epochs=4),
         options=at(tmp_path / "run"),
-        callbacks=[keras.callbacks.CSVLogger(str(log)), StopAfterFirst()],
+        callbacks=[
+            keras.callbacks.CSVLogger(str(log)),
+            keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+            StopAfterFirst(),
+        ],
     )
+    assert list((tmp_path / "tb" / "train").iterdir())  # Keras's TensorBoard wrote its logs
     with open(log) as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["0"] and "val_accuracy" in rows[0]
@@ -135,6 +141,18 @@ def test_early_stopping_flag(tmp_path):
     config = tiny(epochs=5, monitor="loss", mode="max", early_stopping=1)
     history = fit(config, options=at(tmp_path / "run"))  # the loss falls: never "better"
     assert len(history.history["loss"]) == 2
+
+
+def test_a_trainer_runs_once_and_a_failed_setup_leaves_no_run(tmp_path):
+    trainer = Trainer(tiny(epochs=1), options=at(tmp_path / "run"))
+    trainer.fit()
+    with pytest.raises(RuntimeError, match=r"Trainer\.resume"):
+        trainer.fit()
+    # A source no layer of which fits: nothing trained, so no half-made run is left behind.
+    bad = tiny(model="vgg11", init_from=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="no layer of"):
+        Trainer(bad, options=at(tmp_path / "bad")).fit()
+    assert not (tmp_path / "bad").exists()
 
 
 # Steps per execution ------------------------------------------------------------------------
@@ -299,8 +317,12 @@ def test_training_and_evaluation_on_one_to_four_replicas():
         print("EVAL", sums[0] / sums[3], sums[3])
         history = trainer.fit()
         print("FIT", history.history["val_accuracy"][0], history.metrics["test_accuracy"])
+        import numpy as np
+        copies = strategy.experimental_local_results(
+            trainer.model.get_layer("conv1_bn").moving_variance)
+        print("BN", max(float(np.abs(c.numpy() - copies[0].numpy()).max()) for c in copies))
     """)
-    evals, fits = [], []
+    evals, fits, spreads = [], [], []
     # One process per replica count: TensorFlow's collectives keep their groups per process.
     for replicas, batch in ((1, 7), (2, 50), (3, 96), (4, 100)):
         result = subprocess.run(
@@ -313,8 +335,11 @@ def test_training_and_evaluation_on_one_to_four_replicas():
         lines = result.stdout.splitlines()
         evals += [line.split()[1:] for line in lines if line.startswith("EVAL")]
         fits += [line.split()[1:] for line in lines if line.startswith("FIT")]
+        spreads += [float(line.split()[1]) for line in lines if line.startswith("BN")]
     assert len(evals) == len(fits) == 4
     assert {float(count) for _, count in evals} == {180.0}  # the validation split, once
     losses = [float(loss) for loss, _ in evals]
     assert max(losses) - min(losses) < 1e-4  # same seed, same initial weights, same figures
     assert all(0.0 <= float(v) <= 1.0 for fit_values in fits for v in fit_values)
+    # Re-estimated batch-norm statistics are pooled: every replica's copy is the same.
+    assert len(spreads) == 4 and max(spreads) < 1e-6

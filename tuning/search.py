@@ -390,14 +390,14 @@ def write_results(root: Path, tuners: dict[str, ZooTuner]) -> list[dict[str, Any
 def plot_trials(rows: list[dict[str, Any]], objective: str, path: Path) -> None:
     """The objective against the learning rate (log axis), coloured by weight decay; failed
     trials marked along the bottom; one panel per stage."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
 
     stages = [s for s in STAGES if any(r["stage"] == s for r in rows)] or ["coarse"]
-    fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 4.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(stages), 4.5))
+    FigureCanvasAgg(fig)  # its own canvas: pyplot and the user's backend are left alone
+    axes = fig.subplots(1, len(stages), squeeze=False)
     decays = [r["weight_decay"] for r in rows if isinstance(r.get("weight_decay"), float)]
     norm = LogNorm(min(decays), max(decays)) if decays and min(decays) > 0 else None
     for ax, stage in zip(axes[0], stages, strict=True):
@@ -429,7 +429,6 @@ def plot_trials(rows: list[dict[str, Any]], objective: str, path: Path) -> None:
     fig.tight_layout()
     tmp = path.with_name(".trials.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
 
 

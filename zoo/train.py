@@ -124,7 +124,9 @@ def parse(
         options = RunOptions(**{name: getattr(args, name) for name in option_names})
     except ValueError as err:
         parser.error(str(err))
-    if args.resume:
+    if args.resume is not None:
+        if not args.resume:
+            parser.error("--resume needs a run directory")
         fixed = sorted(set(given) - option_names - RESUMABLE - {"resume"})
         placed = sorted({"run_dir", "runs_dir"} & set(given))
         if fixed or placed:
@@ -147,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     # The data stack loads once the arguments are valid.
+    from pipelines import DataUnavailableError
     from zoo.training import (
         NoCheckpointError,
         RunLockedError,
@@ -176,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileExistsError,
         RunLockedError,
         NoCheckpointError,
+        DataUnavailableError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -265,13 +265,14 @@ class ConsoleLogger(EngineCallback):
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Loss and top-1 accuracy per epoch, training and validation, as a PNG."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    # A Figure of its own with the Agg canvas: pyplot and the user's backend are left alone.
     epochs = [int(r["epoch"]) for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [float(r["loss"]) for r in history], label="train")
     ax_loss.plot(epochs, [float(r["val_loss"]) for r in history], label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -284,5 +285,4 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)

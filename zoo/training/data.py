@@ -124,9 +124,21 @@ class TrainData:
     def calibration_dataset(self, epoch: int = 0):
         """Shuffled, un-augmented training batches for re-estimating batch-norm statistics:
         a function of ``(seed, epoch)``, so a resumed run sees the same ones."""
-        return self._training_batches("none", self.config.seed + 1, epoch)
+        # Uncached (the training pipeline holds the cache) and a small shuffle buffer: it reads
+        # only a few batches, built anew each epoch.
+        buffer = max(4 * self.config.bn_recalibration * self.config.batch_size, 1024)
+        return self._training_batches(
+            "none", self.config.seed + 1, epoch, cache=False, shuffle_buffer=buffer
+        )
 
-    def _training_batches(self, augment: str, seed: int, initial_epoch: int):
+    def _training_batches(
+        self,
+        augment: str,
+        seed: int,
+        initial_epoch: int,
+        cache: bool = True,
+        shuffle_buffer: int | None = None,
+    ):
         cfg, stats = self.config, self.stats
         source: Any = self.source
         if cfg.overfit_batches:
@@ -145,6 +157,8 @@ class TrainData:
                 num_classes=self.classes,
                 pca=stats,
                 initial_epoch=initial_epoch,
+                cache=cache,
+                shuffle_buffer=shuffle_buffer,
             )
 
         return self.strategy.distribute_datasets_from_function(fn)

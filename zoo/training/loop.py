@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -70,6 +71,18 @@ class Trainer:
                 f"the config asks for {config.precision} but the runtime is "
                 f"{self.runtime.precision}."
             )
+        if config.deterministic and not self.runtime.deterministic:
+            raise ValueError("the config asks for deterministic ops but the runtime is not.")
+        expected = {
+            "default": type(tf.distribute.get_strategy()),
+            "mirrored": tf.distribute.MirroredStrategy,
+            "multiworker": tf.distribute.MultiWorkerMirroredStrategy,
+        }.get(config.strategy)
+        if expected is not None and not isinstance(self.runtime.strategy, expected):
+            raise ValueError(
+                f"the config asks for the {config.strategy} strategy but the runtime has a "
+                f"{type(self.runtime.strategy).__name__}."
+            )
         self.user_callbacks = list(callbacks)
         self.run: RunDirectory | None = _resume
         self.resuming = _resume is not None
@@ -79,6 +92,7 @@ class Trainer:
         self.epoch = 0
         self.start_epoch = 0
         self._set_up = False
+        self._fitted = False
 
     @classmethod
     def resume(
@@ -137,7 +151,8 @@ class Trainer:
         self.data.load_stats(self.run.path if self.chief else None)
         if self.chief:
             self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
-        keras.utils.set_random_seed(cfg.seed)
+        saved_rng = random.getstate(), np.random.get_state()
+        keras.utils.set_random_seed(cfg.seed)  # initialisation; Python's and NumPy's put back
         classifier = zoo.model_info(cfg.model).classifier
         with strategy.scope(), dtype_policy(precision):
             self.model = zoo.create_model(
@@ -151,6 +166,9 @@ class Trainer:
                 cfg, self.model, classifier, self.data.steps_per_epoch, precision
             )
             self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self._describe_to_keras()
+        random.setstate(saved_rng[0])
+        np.random.set_state(saved_rng[1])
         self.rng_variables = [
             v for layer in self.model.layers for v in layer.variables if "seed_generator" in v.path
         ]
@@ -177,8 +195,28 @@ class Trainer:
         self.eval_ds = {"validation": self.data.eval_dataset("validation")}
         self._set_up = True
 
+    def _describe_to_keras(self) -> None:
+        """Compile the model (never trained by Keras's ``fit``) so that Keras's callbacks find
+        what they read: ``model.optimizer`` (TensorBoard, ReduceLROnPlateau) and metrics named
+        ``accuracy`` and ``top5`` with their direction (``mode="auto"`` of EarlyStopping and
+        ModelCheckpoint)."""
+        self.model.compile(
+            optimizer=self.optimisation.groups[0].optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+            ],
+        )
+        labels = np.zeros((1,), "int64")
+        self.model.compute_metrics(None, labels, np.zeros((1, self.data.classes), "float32"))
+        self.model.reset_metrics()
+
     def _open_run(self) -> None:
-        if self.run is not None:  # resuming
+        if self.run is not None and not self.chief:  # resuming on another worker
+            self.run = RunDirectory(self.run.path, scratch=self.runtime.worker_name)
+            self.run.checkpoint_dir().parent.mkdir(parents=True, exist_ok=True)
+        elif self.run is not None:  # resuming
             pass
         elif self.chief:
             self.run = RunDirectory.create(
@@ -239,7 +277,7 @@ class Trainer:
             model=self.model,
             epochs=self.config.epochs,
             steps=self.data.steps_per_epoch,
-            verbose=0,
+            verbose=1 if self.verbose and self.chief else 0,
         )
 
     # The loop -------------------------------------------------------------------------------
@@ -251,9 +289,22 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became NaN or infinite.
         """
+        if self._fitted:
+            raise RuntimeError(
+                "this Trainer has already run; continue the run with "
+                f"Trainer.resume({str(self.run.path)!r}, epochs=N)."
+            )
+        self._fitted = True
         try:
             with self.runtime.active():
-                self.setup()
+                try:
+                    self.setup()
+                except BaseException:
+                    if self.run is not None and self.chief and not self.resuming:
+                        self.run.unlock()
+                        self.run.discard()  # nothing was trained: leave no half-made run
+                        self.run = None
+                    raise
                 self.say(self.describe())
                 callbacks = self._callbacks()
                 if self.start_epoch == 0:
@@ -268,8 +319,9 @@ class Trainer:
                     logs = self.train_epoch(iterator, callbacks)
                     self.recalibrate()
                     callbacks.on_test_begin()
-                    logs.update(self.evaluate("validation", prefix="val_"))
-                    callbacks.on_test_end(logs)
+                    validation = self.evaluate("validation")
+                    callbacks.on_test_end(validation)
+                    logs.update({"val_" + k: v for k, v in validation.items()})
                     callbacks.on_epoch_end(epoch, logs)
                     if self.model.stop_training:
                         break

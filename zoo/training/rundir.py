@@ -63,8 +63,23 @@ CONFIG, DATA, HISTORY, METRICS, CURVES = (
 LAST, BEST = "checkpoints", "best"
 _PREFIX = {LAST: "epoch", BEST: "best"}
 _CHECKPOINT = re.compile(r"^(epoch|best)-(\d+)\.index$")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: the process's umask, unchanged
+
+
+def _read_umask() -> int:
+    """The process's umask, read from /proc where it can be (setting it to read it would race
+    with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 class RunLockedError(RuntimeError):
@@ -106,6 +121,7 @@ class RunDirectory:
         # go to a throw-away folder, removed by `discard_scratch`.
         self.scratch = self.path / f".worker-{scratch}" if scratch else None
         self._lock_file: io.TextIOWrapper | None = None
+        self.created = False  # whether this process made the folder (see `discard`)
 
     # Creation -------------------------------------------------------------------------------
 
@@ -121,6 +137,7 @@ class RunDirectory:
         ``runs_dir``. Raises `FileExistsError` if ``run_dir`` already holds a run."""
         if run_dir is not None:
             run = cls(run_dir)
+            run.created = not run.path.exists()
             run.path.mkdir(parents=True, exist_ok=True)
             if not run._claim(config):
                 raise FileExistsError(
@@ -138,6 +155,7 @@ class RunDirectory:
             except FileExistsError:
                 continue
             run = cls(path)
+            run.created = True
             if run._claim(config):
                 return run
         raise FileExistsError(f"no free run directory name for {base} under {parent}")
@@ -286,6 +304,19 @@ class RunDirectory:
             return prefix
         what = f"none of {', '.join(skipped)} restores" if skipped else "there is none"
         raise NoCheckpointError(f"no usable checkpoint in {self.path / kind}: {what}.")
+
+    def discard(self) -> None:
+        """Remove a run that never reached a checkpoint (its setup failed): the folder if this
+        process made it, else the files the run wrote in it."""
+        if self.checkpoints(LAST):
+            raise RuntimeError(f"{self.path} has checkpoints; it is not discarded.")
+        import shutil
+
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for name in (CONFIG, DATA, "channel_stats.json", ".lock"):
+            (self.path / name).unlink(missing_ok=True)
 
     def discard_scratch(self) -> None:
         if self.scratch is not None:

@@ -165,6 +165,31 @@ class Steps:
         Johnson 2021), instead of an exponential average that lags the weights."""
         if self.batch_norms and steps > 0:
             self.calibrate_function(iterator, tf.constant(steps, tf.int32))
+            if self.strategy.num_replicas_in_sync > 1:
+                self._combine_replicas()
+
+    def _combine_replicas(self) -> None:
+        """Each replica estimated its statistics from its own share of the batches: give every
+        copy the pooled figures (mean of the means; mean of the variances plus the variance of
+        the means), so evaluation, checkpoints and exports agree."""
+        if getattr(self, "_combine_function", None) is None:
+            self._combine_function = tf.function(self._combine)
+        self._combine_function()
+
+    def _combine(self):
+        def local():
+            out = []
+            for layer in self.batch_norms:
+                mean = tf.convert_to_tensor(layer.moving_mean)
+                out += [mean, tf.convert_to_tensor(layer.moving_variance), mean * mean]
+            return out
+
+        mean_op = tf.distribute.ReduceOp.MEAN
+        pooled = [self.strategy.reduce(mean_op, v, axis=None) for v in self.strategy.run(local)]
+        for i, layer in enumerate(self.batch_norms):
+            mean, variance, square = pooled[3 * i : 3 * i + 3]
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance + square - mean * mean)
 
     def loss_on(self, batch, *, training: bool) -> float:
         """The mean loss of one distributed batch; batch-norm statistics are left unchanged."""
