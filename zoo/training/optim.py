@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(
-    config: TrainConfig, schedule: WarmupSchedule, precision: str
+    config: TrainConfig, schedule: keras.optimizers.schedules.LearningRateSchedule, precision: str
 ) -> keras.optimizers.Optimizer:
     """The configured optimizer; decoupled weight decay skips biases and batch norm; wrapped in
     a ``LossScaleOptimizer`` under ``mixed_float16``."""
@@ -109,7 +110,7 @@ class ParamGroup:
 class Optimisation:
     """Everything that updates weights: the schedule, the groups, the decayed kernels."""
 
-    schedule: WarmupSchedule
+    schedule: keras.optimizers.schedules.LearningRateSchedule
     groups: list[ParamGroup]
 
     @property
@@ -137,18 +138,27 @@ def build_optimisation(
     classifier: str,
     steps_per_epoch: int,
     precision: str,
+    schedule_for: Callable[[float], keras.optimizers.schedules.LearningRateSchedule] | None = None,
 ) -> Optimisation:
     """The schedule and parameter groups for ``model``: one optimizer for every trainable
     variable, or, with ``backbone_lr_mult != 1``, one for the classifier named ``classifier``
     and one for the rest. ``freeze_backbone`` leaves only the classifier trainable (batch norm
-    in inference mode). Slots are built here: call inside the strategy's scope."""
+    in inference mode). Slots are built here: call inside the strategy's scope.
+
+    ``schedule_for(multiplier)`` replaces the config's warm-up schedule (the learning-rate
+    finder's exponential ramp); the backbone's group gets ``backbone_lr_mult``."""
     if config.freeze_backbone:
         for layer in model.layers:
             layer.trainable = layer.name == classifier
     trainable = model.trainable_variables
     head = [v for v in trainable if v.path.startswith(classifier + "/")]
     backbone = [v for v in trainable if not v.path.startswith(classifier + "/")]
-    schedule = WarmupSchedule.from_train_config(config, steps_per_epoch)
+    if schedule_for is None:
+
+        def schedule_for(multiplier: float) -> keras.optimizers.schedules.LearningRateSchedule:
+            return WarmupSchedule.from_train_config(config, steps_per_epoch, multiplier)
+
+    schedule = schedule_for(1.0)
     split = bool(backbone) and config.backbone_lr_mult != 1.0
     if split and precision == "mixed_float16":
         raise ValueError(
@@ -156,9 +166,7 @@ def build_optimisation(
             "keep separate loss scales. Use mixed_bfloat16 or float32 for it."
         )
     if split:
-        backbone_schedule = WarmupSchedule.from_train_config(
-            config, steps_per_epoch, multiplier=config.backbone_lr_mult
-        )
+        backbone_schedule = schedule_for(config.backbone_lr_mult)
         groups = [
             ParamGroup("head", make_optimizer(config, schedule, precision), head),
             ParamGroup("backbone", make_optimizer(config, backbone_schedule, precision), backbone),
