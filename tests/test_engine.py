@@ -189,10 +189,10 @@ def test_resume_continues_the_schedule_and_history(tmp_path):
     trainer.fit()
     assert trainer.start_epoch == 1
     latest = checkpoint_arrays(tf.train.latest_checkpoint(run / "checkpoints"))
-    assert (
-        latest["optimizers/0/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]
-        == 2 * trainer.data.steps_per_epoch
-    )
+    iterations = [
+        v for k, v in latest.items() if k.endswith("/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    ]
+    assert iterations == [2 * trainer.data.steps_per_epoch]
     assert latest["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 2
     with open(run / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]

@@ -1,4 +1,7 @@
-"""Hyperparameter search with KerasTuner on the zoo's training engine.
+"""Hyperparameter search on the zoo's training engine.
 
-Not built yet: it needs the training engine (`zoo.train`). Nothing here is public API.
+- ``python -m tuning.search`` (`tuning.search`): KerasTuner's oracle, random search coarse then
+  fine, each trial trained by `zoo.training.Trainer`.
+- ``python -m tuning.lr_find`` (`tuning.lr_find`): the learning-rate range test.
+- `tuning.space`: search spaces as data, the fine stage's ranges and edge warnings.
 """
