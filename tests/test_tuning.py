@@ -44,6 +44,18 @@ def search_cli(*args: str, env=None, timeout: float = 300, cwd=None):
     )
 
 
+def hparams_tags(folder) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for path in tf.io.gfile.glob(os.path.join(str(folder), "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    tags.add(value.tag)
+    return tags
+
+
 # The search ---------------------------------------------------------------------------------
 
 
@@ -78,6 +90,10 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
     low, high = min(lrs) / 1000**0.1, max(lrs) * 1000**0.1
     assert all(low * 0.999 <= float(r["learning_rate"]) <= high * 1.001 for r in rows[3:])
     assert (root / "trials.png").stat().st_size > 10_000
+    # TensorBoard's HParams dashboard: the search's configuration and each trial's values.
+    assert hparams_tags(root / "hparams") == {"_hparams_/experiment"}
+    trial_logs = os.path.join(rows[0]["run_dir"], "tensorboard")
+    assert "_hparams_/session_start_info" in hparams_tags(trial_logs)
     assert "reproduce: python -m zoo.train" in out and "[coarse] trial 3 of 3" in out
     best = json.loads((root / "best.json").read_text())
     assert best["value"] == max(float(r["val_accuracy"]) for r in rows)
