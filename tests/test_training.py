@@ -292,6 +292,52 @@ def test_load_model_gives_the_best_or_last_weights(tmp_path):
     )
 
 
+def test_loss_scaling_skips_a_step_that_overflowed_on_any_replica():
+    """mixed_float16 over 2 replicas, the second replica's images infinite: the step is skipped
+    on both (weights unchanged, finite) and the loss scale falls, instead of applying inf."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
+            import tempfile, numpy as np, tensorflow as tf
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+            from zoo.config import RunOptions, TrainConfig
+            from zoo.training import Trainer
+            cfg = TrainConfig(model="vgg11", width=0.125, dropout=0.0, batch_size=8,
+                              strategy="mirrored", precision="mixed_float16")
+            t = Trainer(cfg, options=RunOptions(run_dir=tempfile.mkdtemp(), verbose=False))
+            t.setup()
+            before = [v.numpy() for v in t.model.trainable_variables]
+            optimizer = t.optimisation.groups[0].optimizer
+            scale = float(optimizer.dynamic_scale.numpy())
+            x = np.ones((8, 32, 32, 3), "float32")
+            x[4:] = np.inf
+            y = np.zeros(8, "int64")
+            def part(ctx):
+                i = ctx.replica_id_in_sync_group
+                return x[i * 4:(i + 1) * 4], y[i * 4:(i + 1) * 4]
+            batch = t.strategy.experimental_distribute_values_from_function(part)
+            tf.function(lambda b: t.strategy.run(t.steps.replica_train_step, args=b))(batch)
+            after = [v.numpy() for v in t.model.trainable_variables]
+            print("FINITE", all(np.isfinite(a).all() for a in after))
+            print("SAME", all(np.array_equal(a, b) for a, b in zip(after, before)))
+            print("SCALE", scale, float(optimizer.dynamic_scale.numpy()))
+        """),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert out["FINITE"] == "True" and out["SAME"] == "True"
+    before, after = (float(v) for v in out["SCALE"].split())
+    assert after == before / 2
+
+
 # Replicas -----------------------------------------------------------------------------------
 
 

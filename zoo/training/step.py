@@ -91,6 +91,8 @@ class Steps:
                 loss += tf.nn.scale_regularization_loss(cfg.weight_decay * l2)
             scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
         grads = tape.gradient(scaled, variables)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = self._all_or_none_finite(grads)
         if cfg.clip_norm is not None:
             grads = self._clip(grads)
         start = 0
@@ -98,6 +100,21 @@ class Steps:
             group.optimizer.apply(grads[start : start + len(group.variables)], group.variables)
             start += len(group.variables)
         return self.counts(labels, logits, per_example)
+
+    def _all_or_none_finite(self, grads):
+        """Under loss scaling, Keras decides to skip a step from the first replica's gradients
+        alone; if another replica's overflowed, its inf would be summed in and applied. So when
+        any replica's gradients are not finite, every replica's become NaN: all skip the step
+        and the loss scale falls."""
+        context = tf.distribute.get_replica_context()
+        if context is None or self.strategy.num_replicas_in_sync == 1:
+            return grads
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        overflowed = context.all_reduce(SUM, 1.0 - tf.cast(finite, tf.float32))
+        ok = overflowed < 0.5  # no replica overflowed
+        return [
+            tf.where(ok, g, tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype))) for g in grads
+        ]
 
     def _clip(self, grads):
         """Clip by the norm of the gradient summed over replicas (what the optimizer applies)."""
