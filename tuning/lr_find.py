@@ -39,7 +39,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ from zoo.config import TrainConfig
 from zoo.train import add_dataclass_flags
 from zoo.training.data import TrainData
 from zoo.training.optim import Optimisation, build_optimisation
-from zoo.training.rundir import atomic_write_text
+from zoo.training.rundir import atomic_write_bytes, atomic_write_text
 from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
 from zoo.training.step import Steps
 
@@ -398,23 +397,7 @@ def plot(result: LRFindResult, path: Path, title: str = "") -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    _atomic_write_bytes(path, buffer.getvalue())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _finite(value: Any) -> bool:

@@ -36,6 +36,7 @@ import keras_tuner
 from tuning import space as spaces
 from zoo.config import RunOptions, TrainConfig
 from zoo.train import add_dataclass_flags
+from zoo.training.rundir import atomic_write_bytes, atomic_write_text
 
 EXIT_BAD_INPUT = 2
 STAGES = ("coarse", "fine")
@@ -138,9 +139,7 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
             "run_dir": str(self.trial_run_dir(trial_id)),
             "reason": reason,
         }
-        tmp = path.with_name(".zoo.json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
     def save_model(self, trial_id: str, model: Any, step: int = 0) -> None:
         """The engine checkpoints every trial's run directory itself."""
@@ -379,9 +378,7 @@ def write_results(root: Path, tuners: dict[str, ZooTuner]) -> list[dict[str, Any
     writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = root / ".trials.csv.tmp"
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, root / "trials.csv")
+    atomic_write_text(root / "trials.csv", buffer.getvalue())
     objective = next(iter(tuners.values())).oracle.objective.name
     plot_trials(rows, objective, root / "trials.png")
     return rows
@@ -427,9 +424,9 @@ def plot_trials(rows: list[dict[str, Any]], objective: str, path: Path) -> None:
         ax.set(xlabel="learning rate", ylabel=objective, title=f"{stage} stage")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(".trials.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write_bytes(path, png.getvalue())
 
 
 def train_command(config: TrainConfig) -> str:
@@ -476,9 +473,7 @@ def summarise(
         "run_dir": str(tuner.trial_run_dir(best.trial_id)),
         "edge_warnings": warnings,
     }
-    tmp = root / ".best.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, root / "best.json")
+    atomic_write_text(root / "best.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -10,6 +10,7 @@ TensorBoard, console, then the user's callbacks (``EarlyStopping``, ``CSVLogger`
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import sys
@@ -283,6 +284,6 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    rundir.atomic_write_bytes(path, png.getvalue())
