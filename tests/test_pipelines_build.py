@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from scripts import run_script
 
 import pipelines
 
-REPO = Path(__file__).resolve().parents[1]
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
@@ -482,29 +478,8 @@ MIRRORED = textwrap.dedent(
 )
 
 
-def _run_script(script: str) -> dict:
-    """Runs ``script`` in a fresh process (two logical CPUs) and returns its RESULT JSON."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
-
-
 def test_two_replica_mirrored_strategy_sees_every_example_once():
-    out = _run_script(MIRRORED)
+    out = run_script(MIRRORED)
     assert out["replicas"] == 2
     for name in ("train", "eval", "eval_global"):
         seen, _ = out[name]
@@ -566,7 +541,7 @@ MIRRORED_EPOCHS = textwrap.dedent(
 
 def test_mirrored_strategy_epochs_are_whole_global_steps_and_resume_exactly():
     """45 (drop) or 41 (keep) examples, global batch 8 over 2 replicas, 2 epochs."""
-    out = _run_script(MIRRORED_EPOCHS)
+    out = run_script(MIRRORED_EPOCHS)
     assert out["replicas"] == 2
     for name, n, per_epoch in (("drop", 45, 5), ("keep", 41, 6)):
         run = out[name]

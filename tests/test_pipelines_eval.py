@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from scripts import run_script
 
 import pipelines
 
-REPO = Path(__file__).resolve().parents[1]
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
@@ -258,23 +253,7 @@ MIRRORED_PADDED = textwrap.dedent(
 
 
 def test_mirrored_padded_eval_counts_every_example_once_on_1_to_4_replicas():
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED_PADDED],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+    out = run_script(MIRRORED_PADDED)
     split = sorted(map(tuple, out["split"]))
     assert len(split) == 180
     assert len(out["runs"]) == 12

@@ -152,34 +152,33 @@ def test_cli_refuses_a_run_dir_that_holds_a_run(tmp_path, capsys):
 
 
 RACE = """
-    import json, os, sys
+    import json, multiprocessing, sys
     from zoo.config import TrainConfig
     from zoo.training import rundir
     from zoo.training.rundir import RunDirectory
 
     rundir.default_name = lambda config: "same-name"
 
+    def attempt(i, create, barrier):
+        barrier.wait()  # every process released at once
+        try:
+            run = create(TrainConfig(seed=i))
+        except FileExistsError:
+            sys.exit(100)
+        except BaseException:
+            sys.exit(101)
+        sys.exit(0 if run.read_config().seed == i else 102)
+
     def race(n, create):
-        # n forked processes wait on one pipe, then all call create(TrainConfig(seed=i)) at once.
-        read, write = os.pipe()
-        children = []
-        for i in range(n):
-            pid = os.fork()
-            if pid == 0:
-                os.close(write)
-                os.read(read, 1)
-                try:
-                    run = create(TrainConfig(seed=i))
-                except FileExistsError:
-                    os._exit(100)
-                except BaseException:
-                    os._exit(101)
-                os._exit(0 if run.read_config().seed == i else 102)
-            children.append(pid)
-        os.close(read)
-        os.write(write, b"x" * n)
-        os.close(write)
-        return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        # n forked processes call create(TrainConfig(seed=i)) together; their exit codes.
+        context = multiprocessing.get_context("fork")
+        barrier = context.Barrier(n)
+        children = [context.Process(target=attempt, args=(i, create, barrier)) for i in range(n)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+        return [child.exitcode for child in children]
 
     root = sys.argv[1]
     print(json.dumps({

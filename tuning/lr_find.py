@@ -37,7 +37,6 @@ import dataclasses
 import io
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -54,9 +53,10 @@ from pipelines import DataUnavailableError
 from zoo.config import TrainConfig
 from zoo.train import add_dataclass_flags
 from zoo.training.data import TrainData
+from zoo.training.loop import build_model
 from zoo.training.optim import Optimisation, build_optimisation
 from zoo.training.rundir import atomic_write_bytes, atomic_write_text
-from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
+from zoo.training.runtime import Runtime, resolve_runtime
 from zoo.training.step import Steps
 
 EXIT_BAD_INPUT = 2
@@ -213,12 +213,7 @@ def lr_find(
         raise ValueError(f"out must be a folder; {out} is a file.")
     zoo.model_info(config.model)  # an unknown name fails here, naming the close ones
     runtime = runtime or resolve_runtime(config.strategy, config.precision, config.deterministic)
-    if config.precision not in ("auto", runtime.precision):
-        raise ValueError(
-            f"the config asks for {config.precision} but the runtime is {runtime.precision}."
-        )
-    if config.deterministic and not runtime.deterministic:
-        raise ValueError("the config asks for deterministic ops but the runtime is not.")
+    runtime.check(config)
     strategy, precision = runtime.strategy, runtime.precision
     with runtime.active():
         data = TrainData(config, strategy)
@@ -262,31 +257,18 @@ def _build(
     end_lr: float,
     steps: int,
 ) -> tuple[keras.Model, Optimisation]:
-    """The model and its optimisation, built as `zoo.training.Trainer.setup` builds them from
-    ``config.seed``; Python's and NumPy's generators are put back afterwards."""
-    saved = random.getstate(), np.random.get_state()
-    keras.utils.set_random_seed(config.seed)
-    try:
-        with runtime.strategy.scope(), dtype_policy(runtime.precision):
-            model = zoo.create_model(
-                config.model,
-                input_shape=(*data.image_size, 3),
-                classes=data.classes,
-                width=config.width,
-                dropout=config.dropout,
-            )
-            if config.init_from:
-                from zoo.training.transfer import copy_matching_weights, source_model
+    """The model (as `zoo.training.Trainer` builds it) and its ramped optimisation."""
+    model = build_model(config, data, runtime)
+    if config.init_from:
+        from zoo.training.transfer import copy_matching_weights, source_model
 
-                if copy_matching_weights(model, source_model(config.init_from))[0] == 0:
-                    raise ValueError(f"no layer of {config.init_from} matches {config.model}.")
-            classifier = zoo.model_info(config.model).classifier
-            optimisation = range_optimisation(
-                config, model, classifier, runtime.precision, start_lr, end_lr, steps
-            )
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
+        if copy_matching_weights(model, source_model(config.init_from))[0] == 0:
+            raise ValueError(f"no layer of {config.init_from} matches {config.model}.")
+    classifier = zoo.model_info(config.model).classifier
+    with runtime.strategy.scope():
+        optimisation = range_optimisation(
+            config, model, classifier, runtime.precision, start_lr, end_lr, steps
+        )
     return model, optimisation
 
 

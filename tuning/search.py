@@ -638,14 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {warning}")
     print(f"trials: {root / 'trials.csv'}, {root / 'trials.png'}; run: {summary['run_dir']}")
     if args.export_best:
-        from zoo.export import ExportError, export, load_source
+        from zoo.export import export_finished_run
 
-        try:
-            target = export(load_source(summary["run_dir"], checkpoint="best"))
-        except (ValueError, FileExistsError, ExportError) as err:
-            print(f"error: the search finished but the export failed: {err}", file=sys.stderr)
+        if not export_finished_run(summary["run_dir"], "search"):
             return EXIT_BAD_INPUT
-        print(f"exported the best trial to {target}")
     print(f"reproduce: {summary['command']}")
     return 0
 

@@ -377,6 +377,19 @@ def _write_metadata(tmp: Path, metadata: dict[str, Any]) -> None:
     (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
 
+def export_finished_run(run_dir: str | os.PathLike[str], what: str = "run") -> bool:
+    """Export a run's best weights at the end of ``zoo.train --export`` or
+    ``tuning.search --export-best``: print where, or one error line saying the ``what``
+    finished but its export failed. Returns whether it succeeded."""
+    try:
+        target = export(load_source(run_dir, checkpoint="best"))
+    except (ValueError, FileExistsError, ExportError) as err:
+        print(f"error: the {what} finished but its export failed: {err}", file=sys.stderr)
+        return False
+    print(f"exported the best weights to {target}")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zoo.export",

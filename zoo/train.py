@@ -191,14 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     if options.export:
-        from zoo.export import ExportError, export, load_source
+        from zoo.export import export_finished_run
 
-        try:
-            target = export(load_source(metrics["run_dir"], checkpoint="best"))
-        except (ValueError, FileExistsError, ExportError) as err:
-            print(f"error: the run finished but its export failed: {err}", file=sys.stderr)
+        if not export_finished_run(metrics["run_dir"], "run"):
             return EXIT_BAD_INPUT
-        print(f"exported the best weights to {target}")
     summary = (
         f"best {metrics['monitor']} at epoch {metrics['best_epoch']}: validation accuracy "
         f"{metrics['val_accuracy']:.4f}"

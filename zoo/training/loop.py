@@ -30,6 +30,25 @@ from zoo.training.step import Steps
 from zoo.training.transfer import copy_matching_weights, source_model
 
 
+def build_model(config: TrainConfig, data: TrainData, runtime: Runtime) -> keras.Model:
+    """``config``'s model for ``data``, initialised from ``config.seed`` in the strategy's scope
+    under the runtime's precision; Python's and NumPy's generators are put back afterwards."""
+    saved = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(config.seed)
+    try:
+        with runtime.strategy.scope(), dtype_policy(runtime.precision):
+            return zoo.create_model(
+                config.model,
+                input_shape=(*data.image_size, 3),
+                classes=data.classes,
+                width=config.width,
+                dropout=config.dropout,
+            )
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
 class FitHistory(keras.callbacks.History):
     """Keras's `History` (``history[name]`` per epoch run by this call) plus ``metrics``: the
     final figures, also in ``metrics.json``."""
@@ -66,23 +85,7 @@ class Trainer:
         self.runtime = runtime or resolve_runtime(
             config.strategy, config.precision, config.deterministic
         )
-        if config.precision != "auto" and config.precision != self.runtime.precision:
-            raise ValueError(
-                f"the config asks for {config.precision} but the runtime is "
-                f"{self.runtime.precision}."
-            )
-        if config.deterministic and not self.runtime.deterministic:
-            raise ValueError("the config asks for deterministic ops but the runtime is not.")
-        expected = {
-            "default": type(tf.distribute.get_strategy()),
-            "mirrored": tf.distribute.MirroredStrategy,
-            "multiworker": tf.distribute.MultiWorkerMirroredStrategy,
-        }.get(config.strategy)
-        if expected is not None and not isinstance(self.runtime.strategy, expected):
-            raise ValueError(
-                f"the config asks for the {config.strategy} strategy but the runtime has a "
-                f"{type(self.runtime.strategy).__name__}."
-            )
+        self.runtime.check(config)
         self.user_callbacks = list(callbacks)
         self.run: RunDirectory | None = _resume
         self.resuming = _resume is not None
@@ -151,24 +154,14 @@ class Trainer:
         self.data.load_stats(self.run.path if self.chief else None)
         if self.chief:
             self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
-        saved_rng = random.getstate(), np.random.get_state()
-        keras.utils.set_random_seed(cfg.seed)  # initialisation; Python's and NumPy's put back
+        self.model = build_model(cfg, self.data, self.runtime)
         classifier = zoo.model_info(cfg.model).classifier
         with strategy.scope(), dtype_policy(precision):
-            self.model = zoo.create_model(
-                cfg.model,
-                input_shape=(*self.data.image_size, 3),
-                classes=self.data.classes,
-                width=cfg.width,
-                dropout=cfg.dropout,
-            )
             self.optimisation: Optimisation = build_optimisation(
                 cfg, self.model, classifier, self.data.steps_per_epoch, precision
             )
             self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self._describe_to_keras()
-        random.setstate(saved_rng[0])
-        np.random.set_state(saved_rng[1])
         self.rng_variables = [
             v for layer in self.model.layers for v in layer.variables if "seed_generator" in v.path
         ]

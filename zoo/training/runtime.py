@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -55,6 +56,26 @@ class Runtime:
         if resolver is None or not resolver.task_type:
             return "chief"
         return f"{resolver.task_type}-{resolver.task_id}"
+
+    def check(self, config: Any) -> None:
+        """Raise `ValueError` unless this runtime is what ``config`` (a `TrainConfig`) asks for:
+        its precision (unless ``auto``), determinism and strategy kind (unless ``auto``)."""
+        if config.precision not in ("auto", self.precision):
+            raise ValueError(
+                f"the config asks for {config.precision} but the runtime is {self.precision}."
+            )
+        if config.deterministic and not self.deterministic:
+            raise ValueError("the config asks for deterministic ops but the runtime is not.")
+        expected = {
+            "default": type(tf.distribute.get_strategy()),
+            "mirrored": tf.distribute.MirroredStrategy,
+            "multiworker": tf.distribute.MultiWorkerMirroredStrategy,
+        }.get(config.strategy)
+        if expected is not None and not isinstance(self.strategy, expected):
+            raise ValueError(
+                f"the config asks for the {config.strategy} strategy but the runtime has a "
+                f"{type(self.strategy).__name__}."
+            )
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
