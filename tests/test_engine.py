@@ -448,7 +448,10 @@ def test_cli_flags_map_one_to_one_onto_the_config():
     options = {name for name in RunOptions.__dataclass_fields__ if name != "verbose"}
     assert dests == set(TrainConfig.__dataclass_fields__) | options
     help_text = parser.format_help()
-    assert "--learning-rate LEARNING_RATE" in help_text and "(default: 0.1)" in help_text
+    assert "--learning-rate LEARNING_RATE" in help_text and "(default: 15)" in help_text
+    flat = " ".join(help_text.split())
+    assert "default: the model's recipe (python -m zoo.summary --recipes)" in flat
+    assert "(default: None)" not in flat.split("--learning-rate")[2].split("--momentum")[0]
     args = parser.parse_args(["--no-nesterov", "--clip-norm", "none", "--image-size", "48"])
     assert (args.nesterov, args.clip_norm, args.image_size) == (False, None, 48)
 

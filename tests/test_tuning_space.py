@@ -6,7 +6,9 @@ import math
 import keras_tuner
 import pytest
 
+import zoo
 from tuning import space as spaces
+from zoo.config import TrainConfig
 
 
 def test_default_space_is_log_scale_for_rates_and_decay_and_offers_depths():
@@ -97,3 +99,38 @@ def test_edge_warnings_suggest_a_widened_range():
     high = spaces.edge_warnings(space, {"label_smoothing": 0.195})[0]
     assert '"min": 0.0, "max": 0.4' in high
     assert spaces.edge_warnings(space, {"learning_rate": 0.01}) == []  # 50%: not an edge
+
+
+def test_default_space_covers_each_models_recipe_rate_with_a_decade_to_spare():
+    for name in zoo.list_models():
+        rate = zoo.model_info(name).recipe.learning_rate
+        spec = spaces.default_space(name)["learning_rate"]
+        assert spec["min"] <= rate / 10 and rate * 10 <= spec["max"], name
+
+
+def test_the_coarse_stages_first_trial_is_the_models_recipe(tmp_path):
+    from tuning.search import SearchArgs, make_tuner
+    from zoo.training import resolve_runtime
+
+    base = TrainConfig(model="resnet20", epochs=1)
+    space = spaces.validate(spaces.default_space("resnet20"))
+    first = spaces.recipe_trial(space, base)
+    recipe = zoo.model_info("resnet20").recipe
+    assert first == {
+        "learning_rate": recipe.learning_rate,
+        "weight_decay": recipe.weight_decay,
+        "optimizer": recipe.optimizer,
+        "batch_size": recipe.batch_size,
+        "label_smoothing": recipe.label_smoothing,
+        "augment": "auto",
+        "width": 1.0,
+        "model": "resnet20",
+    }
+    args = SearchArgs(base=base, max_trials=3, directory=str(tmp_path))
+    oracle = make_tuner(args, "coarse", space, resolve_runtime()).oracle
+    trials = [oracle.create_trial(f"tuner{i}") for i in range(2)]
+    assert trials[0].hyperparameters.values == first
+    assert trials[1].hyperparameters.values != first  # later trials are drawn
+    # A recipe outside the searched range gives no such trial.
+    narrow = {**space, "learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2}}
+    assert spaces.recipe_trial(narrow, base) is None

@@ -51,7 +51,7 @@ import tensorflow as tf
 import zoo
 from pipelines import DataUnavailableError
 from zoo.config import TrainConfig
-from zoo.train import add_dataclass_flags
+from zoo.train import HelpFormatter, add_dataclass_flags
 from zoo.training.data import TrainData
 from zoo.training.loop import build_model
 from zoo.training.optim import Optimisation, build_optimisation
@@ -209,6 +209,7 @@ def lr_find(
         ValueError: A bad range, model or dataset (before anything is trained or written).
     """
     check_range(start_lr, end_lr, steps)
+    config = config.resolve()  # the model's recipe for the fields left unset
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"out must be a folder; {out} is a file.")
     zoo.model_info(config.model)  # an unknown name fails here, naming the close ones
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-lr to --end-lr; stop when the smoothed loss passes 4x its minimum; suggest "
         f"the {SUGGESTION_RULE}. Writes OUT/{CSV_NAME} and OUT/{PLOT_NAME}, nothing else.",
         epilog=f"Training flags without a meaning here are left out ({skipped}).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     test = parser.add_argument_group("range test")
     test.add_argument("--out", default="lr_find", help="folder for the CSV and the plot")

@@ -35,7 +35,7 @@ import keras_tuner
 
 from tuning import space as spaces
 from zoo.config import RunOptions, TrainConfig
-from zoo.train import add_dataclass_flags
+from zoo.train import HelpFormatter, add_dataclass_flags
 from zoo.training.rundir import atomic_write_bytes, atomic_write_text
 
 EXIT_BAD_INPUT = 2
@@ -253,7 +253,28 @@ class SearchArgs:
     verbose: bool = True
 
 
-def make_oracle(args: SearchArgs, space: dict[str, Any], max_trials: int, seed: int):
+def first_trial_oracle(cls: type, first: dict[str, Any] | None) -> type:
+    """``cls`` (a KerasTuner oracle class) whose first trial takes ``first``'s values (the
+    recipe) instead of drawing them; later trials, and a resumed stage, draw as ``cls`` does."""
+
+    class FirstTrialOracle(cls):
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            if first is not None and not self.trials:
+                return {"status": keras_tuner.engine.trial.TrialStatus.RUNNING, "values": first}
+            return super().populate_space(trial_id)
+
+    FirstTrialOracle.__name__ = cls.__name__
+    return FirstTrialOracle
+
+
+def make_oracle(
+    args: SearchArgs,
+    space: dict[str, Any],
+    max_trials: int,
+    seed: int,
+    first: dict[str, Any] | None = None,
+):
+    """The stage's oracle; ``first`` (`tuning.space.recipe_trial`) fixes its first trial."""
     hp = keras_tuner.HyperParameters()
     spaces.define(hp, space)
     common = dict(
@@ -266,16 +287,17 @@ def make_oracle(args: SearchArgs, space: dict[str, Any], max_trials: int, seed: 
         max_consecutive_failed_trials=args.max_failures,
     )
     if args.algorithm == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(**common)
-    return keras_tuner.oracles.RandomSearchOracle(**common)
+        return first_trial_oracle(keras_tuner.oracles.BayesianOptimizationOracle, first)(**common)
+    return first_trial_oracle(keras_tuner.oracles.RandomSearchOracle, first)(**common)
 
 
 def make_tuner(args: SearchArgs, stage: str, space: dict[str, Any], runtime: Any) -> ZooTuner:
     fine = stage == "fine"
     trials = (args.fine_trials or args.max_trials) if fine else args.max_trials
     epochs = (args.fine_epochs or 2 * args.epochs_per_trial) if fine else args.epochs_per_trial
+    first = None if fine else spaces.recipe_trial(space, args.base)
     return ZooTuner(
-        make_oracle(args, space, trials, args.seed + (1 if fine else 0)),
+        make_oracle(args, space, trials, args.seed + (1 if fine else 0), first),
         base=args.base,
         epochs=epochs,
         stage=stage,
@@ -486,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Random search over a TrainConfig with KerasTuner, coarse then fine, every "
         "trial trained by the engine of python -m zoo.train. Results: trials.csv, trials.png "
         "and best.json in DIRECTORY/PROJECT; re-run the same command to resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     search = parser.add_argument_group("the search")
     search.add_argument("--max-trials", type=int, default=10, help="trials of the coarse stage")

@@ -50,9 +50,14 @@ DEFAULT_SPACE: dict[str, Any] = {
 
 
 def default_space(model: str) -> dict[str, Any]:
-    """The default space for ``model``: `DEFAULT_SPACE`, plus the family's depths as a choice of
-    ``model`` when it has several (e.g. the CIFAR ResNets)."""
+    """The default space for ``model``: `DEFAULT_SPACE` with the learning-rate range widened,
+    where needed, to a decade on either side of the model's recipe rate (the search starts
+    from the recipe: every field it does not search keeps the recipe's value), plus the
+    family's depths as a choice of ``model`` when it has several (e.g. the CIFAR ResNets)."""
     space = json.loads(json.dumps(DEFAULT_SPACE))  # a deep copy
+    rate = zoo.model_info(model).recipe.learning_rate
+    lr = space["learning_rate"]
+    lr["min"], lr["max"] = min(lr["min"], rate / 10), max(lr["max"], rate * 10)
     for family in FAMILIES:
         if model in family:
             space["model"] = {"type": "choice", "values": list(family[:3])}
@@ -140,6 +145,26 @@ def define(hp: keras_tuner.HyperParameters, space: Mapping[str, Any]) -> None:
             hp.Choice(name, spec["values"])
         else:
             hp.Fixed(name, spec["value"])
+
+
+def recipe_trial(space: Mapping[str, Any], base: TrainConfig) -> dict[str, Any] | None:
+    """The searched values of ``base`` with its model's recipe filled in: the coarse stage's
+    first trial, so that every search measures the recipe it starts from. None when a value
+    lies outside its searched range (that search does not contain the recipe)."""
+    resolved = base.resolve()
+    values: dict[str, Any] = {}
+    for name, spec in space.items():
+        value, kind = getattr(resolved, name), spec["type"]
+        if kind == "fixed":
+            continue
+        if kind in ("float", "int"):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and spec["min"] <= value <= spec["max"]):
+                return None
+        elif value not in spec["values"]:
+            return None
+        values[name] = value
+    return values
 
 
 def _position(value: float, spec: Mapping[str, Any]) -> float:

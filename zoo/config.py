@@ -25,13 +25,41 @@ MODES = ("auto", "max", "min")
 MOVED_TO_OPTIONS = frozenset({"runs_dir", "run_dir", "keep_checkpoints", "log_every", "export"})
 
 
+# Fields whose default (None) is the model's own value, from its registry recipe
+# (`zoo.registry.Recipe`); `TrainConfig.resolve` fills them in.
+RECIPE_FIELDS = (
+    "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "weight_decay_mode",
+    "schedule", "warmup_epochs", "label_smoothing", "batch_size",
+)  # fmt: skip
+RECIPE = "; default: the model's recipe (python -m zoo.summary --recipes)"
+AUTO = "auto"
+
+
 def _opt(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+def learning_rate_arg(text: str) -> float | str | None:
+    """``--learning-rate``: a number, ``auto`` (the range test picks it) or ``none``/``recipe``
+    (the model's recipe)."""
+    lowered = text.strip().lower()
+    if lowered == AUTO:
+        return AUTO
+    if lowered in ("none", "recipe", ""):
+        return None
+    return float(text)
+
+
+learning_rate_arg.__name__ = "learning rate"  # argparse names it in "invalid learning rate value"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run. Defaults train ``resnet20`` on the embedded digits in a few CPU minutes."""
+    """A training run. Defaults train ``resnet20`` on the embedded digits in a few CPU minutes.
+
+    A field of `RECIPE_FIELDS` left at None takes the model's recipe value when the config is
+    resolved (`resolve`; the engine, the tuner and ``lr_find`` resolve what they are given), so
+    ``TrainConfig(model="vgg16")`` trains with VGG-16's recipe, and a value given wins."""
 
     # What to train on what.
     model: str = _opt("resnet20", "model name from the registry (python -m zoo.summary lists them)")
@@ -59,29 +87,38 @@ class TrainConfig:
     )
     # Optimisation.
     epochs: int = _opt(15, "epochs to train")
-    batch_size: int = _opt(128, "global batch size (split across replicas)")
-    optimizer: str = _opt("sgd", "optimizer", choices=OPTIMIZERS)
-    learning_rate: float = _opt(0.1, "peak learning rate (after warm-up)")
-    momentum: float = _opt(0.9, "momentum (sgd, rmsprop)")
-    nesterov: bool = _opt(True, "Nesterov momentum (sgd)")
-    weight_decay: float = _opt(
-        5e-4, "weight decay on convolution and dense kernels (not on biases or batch norm)"
+    batch_size: int | None = _opt(None, "global batch size (split across replicas)" + RECIPE)
+    optimizer: str | None = _opt(None, "optimizer" + RECIPE, choices=OPTIMIZERS)
+    learning_rate: float | str | None = _opt(
+        None,
+        "peak learning rate (after warm-up), or 'auto': a learning-rate range test "
+        "(python -m tuning.lr_find) picks it before training and the run records it in "
+        "learning_rate.json" + RECIPE,
+        parse=learning_rate_arg,
     )
-    weight_decay_mode: str = _opt(
-        "l2",
+    momentum: float | None = _opt(None, "momentum (sgd, rmsprop)" + RECIPE)
+    nesterov: bool | None = _opt(None, "Nesterov momentum (sgd)" + RECIPE)
+    weight_decay: float | None = _opt(
+        None,
+        "weight decay on convolution and dense kernels (not on biases or batch norm)" + RECIPE,
+    )
+    weight_decay_mode: str | None = _opt(
+        None,
         "'l2': add decay/2 * |w|^2 to the loss; 'decoupled': "
-        "shrink weights in the optimizer (AdamW-style)",
+        "shrink weights in the optimizer (AdamW-style)" + RECIPE,
         choices=WEIGHT_DECAY_MODES,
     )
-    schedule: str = _opt("cosine", "learning-rate schedule after warm-up", choices=SCHEDULES)
-    warmup_epochs: float = _opt(1.0, "linear warm-up from 0, in epochs")
+    schedule: str | None = _opt(
+        None, "learning-rate schedule after warm-up" + RECIPE, choices=SCHEDULES
+    )
+    warmup_epochs: float | None = _opt(None, "linear warm-up from 0, in epochs" + RECIPE)
     decay_epochs: float = _opt(
         30.0, "'step': epochs between decays; 'exponential': epochs per decay_rate factor"
     )
     decay_rate: float = _opt(
         0.1, "factor of each 'step' decay / per decay_epochs for 'exponential'"
     )
-    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy")
+    label_smoothing: float | None = _opt(None, "label smoothing of the cross-entropy" + RECIPE)
     clip_norm: float | None = _opt(None, "clip the global gradient norm to this value")
     # System.
     precision: str = _opt(
@@ -145,7 +182,8 @@ class TrainConfig:
             _check(
                 self,
                 name,
-                isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                (name in RECIPE_FIELDS and getattr(self, name) is None)
+                or (isinstance(getattr(self, name), int) and getattr(self, name) >= 1),
                 "an integer >= 1",
             )
         for name in ("overfit_batches", "early_stopping", "bn_recalibration"):
@@ -155,15 +193,30 @@ class TrainConfig:
                 isinstance(getattr(self, name), int) and getattr(self, name) >= 0,
                 "an integer >= 0",
             )
-        for name in ("learning_rate", "width"):
-            _check(self, name, _finite(getattr(self, name)) and getattr(self, name) > 0, "> 0")
+        _check(self, "width", _finite(self.width) and self.width > 0, "> 0")
+        _check(
+            self,
+            "learning_rate",
+            self.learning_rate in (None, AUTO)
+            or (_finite(self.learning_rate) and self.learning_rate > 0),
+            "> 0, 'auto' or None (the model's recipe)",
+        )
         for name in ("weight_decay", "warmup_epochs", "backbone_lr_mult", "momentum"):
-            _check(self, name, _finite(getattr(self, name)) and getattr(self, name) >= 0, ">= 0")
+            value = getattr(self, name)
+            unset = name in RECIPE_FIELDS and value is None
+            _check(self, name, unset or (_finite(value) and value >= 0), ">= 0")
         _check(
             self,
             "label_smoothing",
-            _finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+            self.label_smoothing is None
+            or (_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1),
             "in [0, 1)",
+        )
+        _check(
+            self,
+            "nesterov",
+            self.nesterov is None or isinstance(self.nesterov, bool),
+            "True, False or None",
         )
         _check(
             self, "decay_rate", _finite(self.decay_rate) and 0 < self.decay_rate <= 1, "in (0, 1]"
@@ -183,10 +236,42 @@ class TrainConfig:
         )
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            value = getattr(self, f.name)
+            if choices and value not in choices and not (f.name in RECIPE_FIELDS and value is None):
                 raise ValueError(
                     f"{f.name} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}."
                 )
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every recipe field holds a value (``learning_rate`` may be ``'auto'``)."""
+        return all(getattr(self, name) is not None for name in RECIPE_FIELDS)
+
+    def resolve(self) -> TrainConfig:
+        """This config with each unset (None) recipe field taken from ``model``'s recipe.
+
+        Raises:
+            ValueError: ``model`` is not in the registry (naming close matches).
+        """
+        if self.resolved:
+            return self
+        import zoo  # the registry; imported here so that reading a config needs no models
+
+        recipe = zoo.model_info(self.model).recipe.values()
+        unset = {name: recipe[name] for name in RECIPE_FIELDS if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
+
+    def given(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (a recipe field counts as given when it
+        differs from the model's recipe): what a command line needs to reproduce this run."""
+        recipe = TrainConfig(model=self.model).resolve()
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = getattr(recipe, f.name) if f.name in RECIPE_FIELDS else f.default
+            if value is not None and value != default:
+                out[f.name] = value
+        return out
 
     @property
     def monitor_mode(self) -> str:
@@ -241,6 +326,12 @@ class RunOptions:
     )
     export: bool = _opt(
         False, "export the best weights to saved_models/ (SavedModel and ONNX) at the end"
+    )
+    strict_checks: bool = _opt(
+        False,
+        "make the babysitting checks (loss not falling, accuracy at chance, update/weight "
+        "ratio, vanishing or exploding gradients) errors: the run stops with exit code 2 "
+        "after the epoch that failed one (for scripted sweeps)",
     )
     verbose: bool = _opt(True, "print progress and a line per epoch", cli=False)
 

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import keras
@@ -27,6 +27,53 @@ POOLINGS = (None, "avg", "max")
 _STANDARD_ARGS = frozenset(
     {"input_shape", "classes", "include_top", "pooling", "classifier_activation", "width"}
 )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model's training defaults: what ``python -m zoo.train --model NAME`` and a search
+    start from unless a flag sets the field (each is a `zoo.config.TrainConfig` field).
+
+    The defaults are the CIFAR ResNets' (He et al. 2016, section 4.2: SGD with momentum 0.9,
+    learning rate 0.1, weight decay 1e-4, here 5e-4 for the short schedules) with a cosine
+    decay after one epoch of linear warm-up. A family whose network cannot train at that rate
+    states what it needs and why in ``note``; each recipe is measured on the embedded digits
+    by ``benchmarks/recipes.py``.
+    """
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    weight_decay_mode: str = "l2"
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    batch_size: int = 128
+    note: str = ""
+
+    def values(self) -> dict[str, Any]:
+        """The `TrainConfig` fields this recipe sets, by name (``note`` is not one)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "note"}
+
+    def describe(self) -> str:
+        """One line: optimizer, learning rate, weight decay, schedule, batch size."""
+        opt = self.optimizer
+        if opt == "sgd":
+            opt += f" {'nesterov ' if self.nesterov else ''}momentum {self.momentum:g}"
+        elif opt == "rmsprop":
+            opt += f" momentum {self.momentum:g}"
+        parts = [
+            f"{opt}, lr {self.learning_rate:g}",
+            f"wd {self.weight_decay:g}"
+            + (" decoupled" if self.weight_decay_mode == "decoupled" else ""),
+            f"{self.schedule}, warm-up {self.warmup_epochs:g} ep",
+            f"batch {self.batch_size}",
+        ]
+        if self.label_smoothing:
+            parts.append(f"label smoothing {self.label_smoothing:g}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -49,6 +96,7 @@ class ModelInfo:
             figure is published).
         macs_source: Where ``macs`` comes from.
         classifier: Name of the final Dense layer (replace it for a new head).
+        recipe: The model's training defaults (see `Recipe`).
     """
 
     name: str
@@ -64,6 +112,7 @@ class ModelInfo:
     macs: float | None = None
     macs_source: str = ""
     classifier: str = "predictions"
+    recipe: Recipe = Recipe()
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,32 @@ def render(stats: Sequence[ModelStats], fmt: str) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
 
 
+def render_recipes(names: Sequence[str], fmt: str) -> str:
+    """Each model's `zoo.registry.Recipe` as ``table``, ``markdown``, ``json`` or ``csv``."""
+    import zoo
+
+    rows = []
+    for name in names:
+        recipe = zoo.model_info(name).recipe
+        rows.append({"model": name, **recipe.values(), "note": recipe.note})
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    cells = [[r["model"], zoo.model_info(r["model"]).recipe.describe()] for r in rows]
+    if fmt == "markdown":
+        return "\n".join(["| model | recipe |", "|---|---|", *(f"| {m} | {d} |" for m, d in cells)])
+    width = max([5, *(len(m) for m, _ in cells)])
+    return "\n".join(
+        [f"{'model'.ljust(width)}  recipe", f"{'-' * width}  ------"]
+        + [f"{m.ljust(width)}  {d}" for m, d in cells]
+    )
+
+
 def _shape(text: str) -> tuple[int, int, int]:
     parts = text.replace("x", ",").split(",")
     try:
@@ -255,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="small-image stem/head: 'auto' (default) picks it for inputs of at most 64 pixels",
     )
     parser.add_argument(
+        "--recipes",
+        action="store_true",
+        help="print each model's training recipe (the defaults of python -m zoo.train) instead",
+    )
+    parser.add_argument(
         "--format",
         choices=("table", "markdown", "json", "csv"),
         default="table",
@@ -274,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 zoo.model_info(args.model)  # raises with close matches and the known names
             except ValueError as err:
                 parser.error(str(err))
+    if args.recipes:
+        print(render_recipes(names, args.format))
+        return 0
     small = {"auto": None, "yes": True, "no": False}[args.small_inputs]
     stats, failures = [], 0
     for name in names:

@@ -5,7 +5,8 @@ Every experiment flag is a field of `zoo.config.TrainConfig` (``--learning-rate`
 ``learning_rate``); the flags of this invocation (run directory, reporting, steps per call,
 ``--export``) are fields of `zoo.config.RunOptions`. ``--resume RUN`` continues a run with its
 saved configuration: only ``--epochs`` (not below the epochs done) and invocation flags may be
-given with it. Exit codes: 0 done, 2 bad arguments or data, 3 the loss diverged (the last good
+given with it. Exit codes: 0 done, 2 bad arguments or data (or a babysitting check failed
+under ``--strict-checks``; the finished epochs are kept), 3 the loss diverged (the last good
 checkpoint is kept), 130 interrupted.
 """
 
@@ -20,7 +21,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from zoo.config import RunOptions, TrainConfig
+from zoo.config import RECIPE, RunOptions, TrainConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -70,12 +71,22 @@ def add_dataclass_flags(
         else:
             group.add_argument(
                 flag,
-                type=_optional(kind) if optional else kind,
+                type=field.metadata.get("parse") or (_optional(kind) if optional else kind),
                 default=default,
                 choices=field.metadata.get("choices"),
                 metavar=field.name.upper() if not field.metadata.get("choices") else None,
                 help=help_text,
             )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, except a recipe field's: its help says where its
+    default comes from (the model's recipe), which "(default: None)" would hide."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if RECIPE in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -88,7 +99,7 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         description="Train a model of the zoo with a static-graph (tf.function) step under "
         "tf.distribute and mixed precision. Results go to a run directory: config.json, "
         "history.csv, metrics.json, curves.png, checkpoints and TensorBoard logs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
     add_dataclass_flags(
@@ -154,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         NoCheckpointError,
         RunLockedError,
         Trainer,
+        TrainingCheckFailed,
         TrainingDiverged,
         resolve_runtime,
     )
@@ -180,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RunLockedError,
         NoCheckpointError,
         DataUnavailableError,
+        TrainingCheckFailed,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -201,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if "test_accuracy" in metrics:
         summary += f"; test accuracy {metrics['test_accuracy']:.4f} with the best weights"
+    if metrics.get("check_warnings"):
+        summary += f"; the checks warned: {', '.join(metrics['check_warnings'])} (see checks.json)"
     print(
         f"{summary}; {metrics['train_seconds']:.0f} s of training at "
         f"{metrics['images_per_second']:.0f} images/s.\nResults: {metrics['run_dir']}"

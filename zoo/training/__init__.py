@@ -16,7 +16,7 @@ Train from Python with Keras callbacks::
 """
 
 from zoo.config import RunOptions, TrainConfig
-from zoo.training.callbacks import TrainingDiverged
+from zoo.training.callbacks import TrainingCheckFailed, TrainingDiverged
 from zoo.training.loop import FitHistory, Trainer, fit
 from zoo.training.optim import WarmupSchedule
 from zoo.training.rundir import (
@@ -36,6 +36,7 @@ __all__ = [
     "Runtime",
     "TrainConfig",
     "Trainer",
+    "TrainingCheckFailed",
     "TrainingDiverged",
     "WarmupSchedule",
     "dtype_policy",

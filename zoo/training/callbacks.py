@@ -129,54 +129,60 @@ class NaNGuard(EngineCallback):
         )
 
 
-class InitialLossCheck(EngineCallback):
-    """CS231n's check: an untrained classifier's loss on one training batch (training-mode
-    forward pass, statistics put back) should be about ln(classes)."""
+class TrainingCheckFailed(RuntimeError):
+    """A babysitting check failed under ``strict_checks`` (the finished epochs are kept)."""
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        trainer = self.trainer
-        if trainer.start_epoch != 0:
-            return
-        batch = next(iter(trainer.data.train_dataset(0)))
-        loss = trainer.steps.loss_on(batch, training=True)
-        expected = math.log(trainer.data.classes)
-        self.initial_loss = loss
-        trainer.say(f"initial loss {loss:.3f} (ln({trainer.data.classes}) = {expected:.3f})")
-        if not math.isfinite(loss) or abs(loss - expected) > INITIAL_LOSS_TOLERANCE:
-            logger.warning(
-                "initial loss %.3f is far from ln(%d) = %.3f: check the labels, the "
-                "normalisation and the final layer's initialisation.",
-                loss,
-                trainer.data.classes,
-                expected,
-            )
+
+# The babysitting checks' thresholds (CS231n, "Babysitting the learning process").
+CHECK_EPOCH = 3  # loss and accuracy are judged after this many epochs past the warm-up
+LOSS_FRACTION = 0.9  # "learning": the epoch's training loss below this fraction of ln(classes)
+RATIO_LOW, RATIO_HIGH = 1e-4, 1e-2  # healthy update/weight per step: about 1e-3
+NEAR_PEAK = 0.5  # ... judged on calls whose learning rate is at least this fraction of the peak
+VANISHING = 1e-4  # the first kernel's gradient/weight below this fraction of the classifier's
+EXPLODING = 1e3  # a probed gradient norm this many times its first epoch's, or not finite
+
+
+def chance_threshold(classes: int) -> float:
+    """Training accuracy below this is "at chance": twice chance, at most chance + 0.1."""
+    return min(2.0 / classes, 1.0 / classes + 0.1)
 
 
 class UpdateRatios(EngineCallback):
-    """||update|| / ||weight|| per kernel over the last call of each epoch, divided by the
-    steps in that call (CS231n: about 1e-3 per step is healthy). ``ratios`` holds the last.
-    (The last call, not the first: the first step of a warm-up has a learning rate of 0.)"""
+    """||update|| / ||weight|| per step for each kernel, over the last call of each epoch.
+
+    ``ratios`` holds the last measurement: for each kernel, the change over the call divided
+    by the steps in it (CS231n: about 1e-3 per step is healthy). ``at_peak`` is their median
+    when the learning rate stayed within `NEAR_PEAK` of the schedule's peak over the whole call
+    (NaN otherwise): what the check judges, so that a warm-up or a decayed rate (whose
+    updates momentum still carries from larger rates) is not mistaken for a bad one."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ratios: dict[str, float] = {}
+        self.at_peak: float = float("nan")
         self._before: list[np.ndarray] | None = None
+        self._lr_before = 0.0
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         trainer = self.trainer
         if batch + trainer.options.steps_per_execution >= trainer.data.steps_per_epoch:
-            self._before = [np.array(v.numpy()) for v in self.trainer.optimisation.kernels]
+            self._before = [np.array(v.numpy()) for v in trainer.optimisation.kernels]
+            self._lr_before = trainer.optimisation.learning_rate()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._before is None:
             return
+        trainer = self.trainer
         steps = max(int((logs or {}).get("steps", 1)), 1)
         ratios = {}
-        for var, old in zip(self.trainer.optimisation.kernels, self._before, strict=True):
+        for var, old in zip(trainer.optimisation.kernels, self._before, strict=True):
             norm = float(np.linalg.norm(old))
             if norm > 0:
                 ratios[var.path] = float(np.linalg.norm(var.numpy() - old)) / norm / steps
         self.ratios, self._before = ratios, None
+        lowest = min(self._lr_before, trainer.optimisation.learning_rate())
+        near = lowest >= NEAR_PEAK * trainer.learning_rate
+        self.at_peak = self.median if near else float("nan")
 
     @property
     def median(self) -> float:
@@ -184,12 +190,226 @@ class UpdateRatios(EngineCallback):
         return values[len(values) // 2] if values else float("nan")
 
 
-class TensorBoardLogger(EngineCallback):
-    """Epoch scalars and update ratios to ``tensorboard/`` (the chief only)."""
+class GradientNorms(EngineCallback):
+    """The first and the last kernel's gradient norm relative to its weight norm, on one fixed
+    un-augmented batch at the end of each epoch (one forward and backward pass; the dropout
+    RNG and batch-norm statistics are left as they were). ``first``/``last`` hold the last."""
 
-    def __init__(self, ratios: UpdateRatios) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.ratios = ratios
+        self.first = self.last = self.first_norm = self.last_norm = float("nan")
+        self._batch: Any = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._batch = next(iter(self.trainer.data.calibration_dataset(0)))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        trainer = self.trainer
+        kernels = [v for v in trainer.model.trainable_variables if v.path.endswith("/kernel")]
+        if len(kernels) < 2:  # a frozen backbone: nothing to compare
+            return
+        pair = [kernels[0], kernels[-1]]  # the input's side, the classifier
+        with trainer.rng_kept():
+            grads = trainer.steps.gradient_norms(self._batch, pair)
+        weights = [float(np.linalg.norm(v.numpy())) for v in pair]
+        self.first_norm, self.last_norm = grads
+        self.first, self.last = (g / max(w, 1e-12) for g, w in zip(grads, weights, strict=True))
+
+
+class Babysitter(EngineCallback):
+    """CS231n's babysitting checks, each a one-line warning with the likely cause and what to
+    try, recorded in ``checks.json`` (an error, `TrainingCheckFailed`, with ``strict``):
+
+    - ``initial_loss``: an untrained model's loss on a training batch is not about ln(classes);
+    - ``loss_not_falling``: after the warm-up and `CHECK_EPOCH` epochs, the training loss is not
+      below `LOSS_FRACTION` of ln(classes);
+    - ``chance_accuracy``: ... the training accuracy is at chance (`chance_threshold`);
+    - ``update_ratio``: an epoch's median update/weight ratio per step, at the peak learning
+      rate, is outside [`RATIO_LOW`, `RATIO_HIGH`];
+    - ``vanishing_gradients``: the first kernel's gradient/weight norm is below `VANISHING`
+      times the classifier's (measured by `GradientNorms` on a fixed batch);
+    - ``exploding_gradients``: either norm grew `EXPLODING` times since the first epoch, or is
+      not finite.
+
+    Each check warns once per run. ``warnings`` holds what fired."""
+
+    def __init__(
+        self, ratios: UpdateRatios, gradients: GradientNorms, *, strict: bool = False
+    ) -> None:
+        super().__init__()
+        self.ratios, self.gradients, self.strict = ratios, gradients, strict
+        self.warnings: list[dict[str, Any]] = []
+        self.epochs: list[dict[str, Any]] = []
+        self.initial_loss: float | None = None
+        self._first_norms: tuple[float, float] | None = None
+
+    # Recording ------------------------------------------------------------------------------
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        trainer = self.trainer
+        if trainer.run.file(rundir.CHECKS).exists():  # resuming: keep what fired before
+            saved = trainer.run.read_json(rundir.CHECKS)
+            self.warnings = list(saved.get("warnings", []))
+            self.epochs = [e for e in saved.get("epochs", []) if e["epoch"] <= trainer.start_epoch]
+        if trainer.start_epoch == 0:
+            self._initial_loss()
+        self._write()
+
+    def warn(self, check: str, epoch: int, value: float, message: str) -> None:
+        """Record and print one warning (or raise it under ``strict``); once per check."""
+        if any(w["check"] == check for w in self.warnings):
+            return
+        self.warnings.append({"check": check, "epoch": epoch, "value": value, "message": message})
+        self._write()
+        logger.warning("check %s: %s", check, message)
+        if self.strict:
+            raise TrainingCheckFailed(
+                f"check {check} failed at epoch {epoch} (--strict-checks): {message}"
+            )
+
+    def _write(self) -> None:
+        trainer = self.trainer
+        if trainer.chief:
+            trainer.run.write_json(
+                rundir.CHECKS, {"warnings": self.warnings, "epochs": self.epochs}
+            )
+
+    # The checks -----------------------------------------------------------------------------
+
+    def _initial_loss(self) -> None:
+        trainer = self.trainer
+        batch = next(iter(trainer.data.train_dataset(0)))
+        with trainer.rng_kept():
+            loss = trainer.steps.loss_on(batch, training=True)
+        classes = trainer.data.classes
+        expected = math.log(classes)
+        self.initial_loss = loss
+        trainer.say(f"initial loss {loss:.3f} (ln({classes}) = {expected:.3f})")
+        if not math.isfinite(loss) or abs(loss - expected) > INITIAL_LOSS_TOLERANCE:
+            self.warn(
+                "initial_loss",
+                0,
+                loss,
+                f"the untrained model's loss {loss:.3f} is far from ln({classes}) = "
+                f"{expected:.3f}: check the labels, the normalisation (--augment, the dataset's "
+                "statistics) and the final layer's initialisation.",
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        trainer, logs = self.trainer, logs or {}
+        done = epoch + 1
+        classes = trainer.data.classes
+        self.epochs.append(
+            {
+                "epoch": done,
+                "loss": float(logs["loss"]),
+                "accuracy": float(logs["accuracy"]),
+                "update_ratio_median": self.ratios.median,
+                "update_ratio_near_peak": self.ratios.at_peak,
+                "first_gradient_to_weight": self.gradients.first,
+                "last_gradient_to_weight": self.gradients.last,
+                "first_gradient": self.gradients.first_norm,
+                "last_gradient": self.gradients.last_norm,
+            }
+        )
+        self._write()
+        lower = "try --learning-rate auto, or python -m tuning.lr_find to see the loss against it"
+        if done == CHECK_EPOCH + math.ceil(trainer.config.warmup_epochs):
+            limit = LOSS_FRACTION * math.log(classes)
+            loss, accuracy = float(logs["loss"]), float(logs["accuracy"])
+            cause = self._cause()
+            if not loss < limit:
+                self.warn(
+                    "loss_not_falling",
+                    done,
+                    loss,
+                    f"after {done} epochs the training loss {loss:.3f} is not below "
+                    f"{LOSS_FRACTION:g} x ln({classes}) = {limit:.3f}: the model is not "
+                    f"learning; {cause}; {lower}.",
+                )
+            chance = chance_threshold(classes)
+            if accuracy < chance:
+                self.warn(
+                    "chance_accuracy",
+                    done,
+                    accuracy,
+                    f"after {done} epochs the training accuracy {accuracy:.3f} is at chance "
+                    f"(1/{classes} = {1 / classes:.3f}; below {chance:.3f}): {cause}; {lower}.",
+                )
+        ratio = self.ratios.at_peak
+        if math.isfinite(ratio) and not RATIO_LOW <= ratio <= RATIO_HIGH:
+            high = ratio > RATIO_HIGH
+            self.warn(
+                "update_ratio",
+                done,
+                ratio,
+                f"the median update/weight ratio per step is {ratio:.1e} at the peak learning "
+                f"rate {trainer.learning_rate:.3g} (healthy: about 1e-3, within "
+                f"[{RATIO_LOW:g}, {RATIO_HIGH:g}]): the learning rate is likely too "
+                + (
+                    f"high; try --learning-rate {trainer.learning_rate * 1e-3 / ratio:.2g}"
+                    if high
+                    else f"low; try --learning-rate {trainer.learning_rate * 1e-3 / ratio:.2g}"
+                )
+                + " or --learning-rate auto.",
+            )
+        self._gradients(done)
+
+    def _gradients(self, done: int) -> None:
+        grads = self.gradients
+        if math.isnan(grads.first) and math.isnan(grads.last):
+            return
+        norms = (grads.first_norm, grads.last_norm)
+        if self._first_norms is None:
+            self._first_norms = norms
+        growth = (
+            max(
+                (now / then if then > 0 else 1.0)
+                for now, then in zip(norms, self._first_norms, strict=True)
+            )
+            if all(math.isfinite(n) for n in norms)
+            else float("inf")
+        )
+        if growth > EXPLODING:
+            self.warn(
+                "exploding_gradients",
+                done,
+                growth,
+                f"gradient norms grew {growth:.1e} times since the first epoch (first layer "
+                f"{norms[0]:.1e}, classifier {norms[1]:.1e}): training is unstable; lower the "
+                "learning rate, add --clip-norm, or use the batch-norm variant.",
+            )
+        if grads.last > 0:
+            relative = grads.first / grads.last
+        else:
+            relative = 0.0 if grads.first == 0 else float("inf")
+        if relative < VANISHING:
+            self.warn(
+                "vanishing_gradients",
+                done,
+                relative,
+                f"the first layer's gradient/weight norm ({grads.first:.1e}) is {relative:.1e} "
+                f"times the classifier's ({grads.last:.1e}): almost no gradient reaches the "
+                "first layers (dead ReLUs after a too-high learning rate, or a deep network "
+                "without batch norm); lower the learning rate or use the _bn variant.",
+            )
+
+    def _cause(self) -> str:
+        ratio = self.ratios.at_peak
+        if math.isfinite(ratio) and ratio > RATIO_HIGH:
+            return f"updates are large (update/weight {ratio:.1e}): the learning rate is too high"
+        if math.isfinite(ratio) and ratio < RATIO_LOW:
+            return f"updates are small (update/weight {ratio:.1e}): the learning rate is too low"
+        return "the learning rate is likely too high (a stuck loss) or too low (a slow one)"
+
+
+class TensorBoardLogger(EngineCallback):
+    """Epoch scalars, update ratios and the gradient probe to ``tensorboard/`` (the chief
+    only)."""
+
+    def __init__(self, ratios: UpdateRatios, gradients: GradientNorms | None = None) -> None:
+        super().__init__()
+        self.ratios, self.gradients = ratios, gradients
         self.writer: Any = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -207,6 +427,9 @@ class TensorBoardLogger(EngineCallback):
                     tf.summary.scalar(key, float(logs[key]))
             for path, ratio in self.ratios.ratios.items():
                 tf.summary.scalar(f"update_ratio/{path}", ratio)
+            if self.gradients is not None and math.isfinite(self.gradients.first):
+                tf.summary.scalar("gradient_to_weight/first_kernel", self.gradients.first)
+                tf.summary.scalar("gradient_to_weight/last_kernel", self.gradients.last)
         self.writer.flush()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:

@@ -7,11 +7,12 @@ checkpoints) and the callbacks (output, checks, saving).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -19,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from zoo.config import RunOptions, TrainConfig
+from zoo.config import AUTO, RunOptions, TrainConfig
 from zoo.training import callbacks as cb
 from zoo.training import rundir
 from zoo.training.data import TrainData
@@ -28,6 +29,10 @@ from zoo.training.rundir import RunDirectory
 from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
 from zoo.training.step import Steps
 from zoo.training.transfer import copy_matching_weights, source_model
+
+# Steps of the range test behind ``learning_rate="auto"`` (1e-7 to 10; it stops early once
+# the loss diverges, usually past 1).
+AUTO_LR_STEPS = 100
 
 
 def build_model(config: TrainConfig, data: TrainData, runtime: Runtime) -> keras.Model:
@@ -79,8 +84,8 @@ class Trainer:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         _resume: RunDirectory | None = None,
     ) -> None:
-        zoo.model_info(config.model)  # an unknown name fails here, naming the close ones
-        self.config = config
+        # An unknown name fails here, naming the close ones; unset fields take the recipe.
+        self.config = config.resolve()
         self.options = options or RunOptions()
         self.runtime = runtime or resolve_runtime(
             config.strategy, config.precision, config.deterministic
@@ -154,11 +159,16 @@ class Trainer:
         self.data.load_stats(self.run.path if self.chief else None)
         if self.chief:
             self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
+        self.learning_rate = self._pick_learning_rate()
         self.model = build_model(cfg, self.data, self.runtime)
         classifier = zoo.model_info(cfg.model).classifier
         with strategy.scope(), dtype_policy(precision):
             self.optimisation: Optimisation = build_optimisation(
-                cfg, self.model, classifier, self.data.steps_per_epoch, precision
+                dataclasses.replace(cfg, learning_rate=self.learning_rate),
+                self.model,
+                classifier,
+                self.data.steps_per_epoch,
+                precision,
             )
             self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self._describe_to_keras()
@@ -187,6 +197,44 @@ class Trainer:
         self.train_ds = self.data.train_dataset(self.start_epoch)
         self.eval_ds = {"validation": self.data.eval_dataset("validation")}
         self._set_up = True
+
+    def _pick_learning_rate(self) -> float:
+        """The peak learning rate: the config's, or with ``auto`` the range test's suggestion
+        (run once per run: a resumed run reads what it picked from ``learning_rate.json``)."""
+        cfg = self.config
+        if cfg.learning_rate != AUTO:
+            return float(cfg.learning_rate)
+        record = self.run.file(rundir.LEARNING_RATE)
+        if record.exists():
+            return float(self.run.read_json(rundir.LEARNING_RATE)["learning_rate"])
+        from tuning import lr_find  # the range test trains through this engine's parts
+
+        self.say(f"learning rate auto: a range test of up to {AUTO_LR_STEPS} steps picks it")
+        result = lr_find.lr_find(
+            cfg,
+            steps=AUTO_LR_STEPS,
+            out=self.run.file(rundir.LR_FIND) if self.chief else None,
+            runtime=self.runtime,
+        )
+        picked = {
+            "learning_rate": result.suggestion,
+            "rule": lr_find.SUGGESTION_RULE,
+            "min_loss_lr": result.min_loss_lr,
+            "steepest": result.steepest,
+            "steps": result.steps,
+            "stopped": result.stopped,
+            "seconds": round(result.seconds, 2),
+            "curve": f"{rundir.LR_FIND}/{lr_find.PLOT_NAME}",
+        }
+        if self.chief:
+            self.run.write_json(rundir.LEARNING_RATE, picked)
+        self.say(
+            f"learning rate auto: {result.suggestion:.3g} (smoothed loss lowest at "
+            f"{result.min_loss_lr:.3g}, / 10; steepest at {result.steepest:.3g}; "
+            f"{result.steps} steps, {result.seconds:.0f} s; curve in "
+            f"{self.run.path / rundir.LR_FIND}); recorded in {rundir.LEARNING_RATE}"
+        )
+        return result.suggestion
 
     def _describe_to_keras(self) -> None:
         """Compile the model (never trained by Keras's ``fit``) so that Keras's callbacks find
@@ -240,16 +288,18 @@ class Trainer:
         self.say(f"resumed {self.run.path} after epoch {done} ({prefix})")
 
     def _callbacks(self) -> keras.callbacks.CallbackList:
-        ratios = cb.UpdateRatios()
+        ratios, gradients = cb.UpdateRatios(), cb.GradientNorms()
         self.best = cb.BestCheckpoint(self.config.monitor, self.config.monitor_mode)
+        self.babysitter = cb.Babysitter(ratios, gradients, strict=self.options.strict_checks)
         engine: list[cb.EngineCallback] = [
             cb.NaNGuard(),
-            cb.InitialLossCheck(),
             ratios,
+            gradients,
             cb.HistoryWriter(),
             cb.EpochCheckpoint(),
             self.best,
-            cb.TensorBoardLogger(ratios),
+            self.babysitter,  # after the checkpoints: a strict failure keeps the epoch
+            cb.TensorBoardLogger(ratios, gradients),
             cb.ConsoleLogger(ratios, self.options.log_every),
         ]
         for callback in engine:
@@ -359,17 +409,26 @@ class Trainer:
         values = self.steps.evaluate(iter(self.eval_ds[split]), self.data.eval_steps(split))
         return {prefix + k: v for k, v in _means(np.array(values)).items()}
 
+    @contextlib.contextmanager
+    def rng_kept(self) -> Iterator[None]:
+        """The dropout RNG as it was before the block (a check's extra forward pass must not
+        change what training draws next, or a resumed run would differ)."""
+        rng = [v.numpy() for v in self.rng_variables]
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.rng_variables, rng, strict=True):
+                variable.assign(value)
+
     def recalibrate(self) -> None:
         """Batch-norm statistics as the mean over ``config.bn_recalibration`` un-augmented
         training batches of this epoch (the dropout RNG is left as it was)."""
         batches = min(self.config.bn_recalibration, self.data.steps_per_epoch)
         if not batches or not self.steps.batch_norms:
             return
-        rng = [v.numpy() for v in self.rng_variables]
         dataset = self.data.calibration_dataset(self.epoch)
-        self.steps.calibrate(iter(dataset), batches)
-        for variable, value in zip(self.rng_variables, rng, strict=True):
-            variable.assign(value)
+        with self.rng_kept():
+            self.steps.calibrate(iter(dataset), batches)
 
     def finish(self) -> dict[str, Any]:
         """Load the best weights, evaluate the test split if there is one, write metrics."""
@@ -386,6 +445,7 @@ class Trainer:
             "dataset": self.config.dataset,
             "epochs": int(rows[-1]["epoch"]),
             "monitor": self.config.monitor,
+            "learning_rate": self.learning_rate,
             "best_epoch": int(best_row["epoch"]),
             "val_loss": float(best_row["val_loss"]),
             "val_accuracy": float(best_row["val_accuracy"]),
@@ -393,6 +453,7 @@ class Trainer:
             "train_seconds": sum(float(r["seconds"]) for r in rows),
             "images_per_second": float(np.median([float(r["images_per_second"]) for r in rows])),
             "best_checkpoint": best_path,
+            "check_warnings": [w["check"] for w in self.babysitter.warnings],
             "run_dir": str(self.run.path),
         }
         if "test" in self.data.source.splits:
@@ -414,7 +475,23 @@ class Trainer:
             f"{self.runtime.replicas} replica(s), {self.runtime.precision}, "
             f"augment={data.augment!r}; epochs {self.start_epoch + 1}-{cfg.epochs} of "
             f"{data.steps_per_epoch} steps, {self.options.steps_per_execution} per call; "
-            f"run directory {self.run.path}"
+            f"{self.recipe_line()}; run directory {self.run.path}"
+        )
+
+    def recipe_line(self) -> str:
+        """The optimisation as run, e.g. ``sgd lr 0.1 (recipe), ... , batch 128 (given)``:
+        which values came from the model's recipe and which were given."""
+        cfg = self.config
+        recipe = zoo.model_info(cfg.model).recipe.values()
+        lr = f"{self.learning_rate:.3g}" + (" (auto)" if cfg.learning_rate == AUTO else "")
+        given = [name for name, value in recipe.items() if getattr(cfg, name) != value]
+        return (
+            f"{cfg.optimizer} lr {lr}, weight decay {cfg.weight_decay:g} "
+            f"({cfg.weight_decay_mode}), {cfg.schedule} after {cfg.warmup_epochs:g} warm-up "
+            f"epoch(s), batch {cfg.batch_size}"
+            + (f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else "")
+            + f"; from {cfg.model}'s recipe"
+            + (f" except {', '.join(given)}" if given else "")
         )
 
 

@@ -5,6 +5,9 @@ Layout::
     <run>/
       config.json           the TrainConfig (its presence makes the folder a run)
       data.json             classes, input shape, normalisation, augmentation, precision
+      learning_rate.json    with --learning-rate auto: the rate the range test picked, and why
+      lr_find/              ... and its curve (lr_find.csv, lr_find.png)
+      checks.json           the babysitting checks' warnings (none: an empty list)
       channel_stats.json    the training split's statistics (cached)
       history.csv           one row per finished epoch
       metrics.json          the final metrics (best epoch, validation and test figures)
@@ -61,6 +64,7 @@ CONFIG, DATA, HISTORY, METRICS, CURVES = (
     "curves.png",
 )
 LAST, BEST = "checkpoints", "best"
+LEARNING_RATE, LR_FIND, CHECKS = "learning_rate.json", "lr_find", "checks.json"
 _PREFIX = {LAST: "epoch", BEST: "best"}
 _CHECKPOINT = re.compile(r"^(epoch|best)-(\d+)\.index$")
 

@@ -216,6 +216,37 @@ class Steps:
             variable.assign(value)
         return values[0] / max(values[3], 1.0)
 
+    def gradient_norms(self, batch, variables) -> list[float]:
+        """Norms of the cross-entropy's gradient (without weight decay; a training-mode pass,
+        summed over replicas) with respect to each of ``variables``, on one distributed batch.
+        Batch-norm statistics are left unchanged; the caller keeps the dropout RNG."""
+        key = tuple(id(v) for v in variables)
+        if getattr(self, "_gradient_key", None) != key:
+            self._gradient_key, self._gradient_vars = key, list(variables)
+            self._gradient_function = tf.function(self._gradient_norms)
+        saved = [v.numpy() for v in self.model.non_trainable_variables]
+        norms = self._gradient_function(batch)
+        for variable, value in zip(self.model.non_trainable_variables, saved, strict=True):
+            variable.assign(value)
+        return [float(n) for n in norms]
+
+    def _gradient_norms(self, batch):
+        grads = self.strategy.run(self._gradient_replica, args=batch)
+        total = [self.strategy.reduce(SUM, g, axis=None) for g in grads]
+        return [tf.norm(g) for g in total]
+
+    def _gradient_replica(self, images, labels):
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            loss = tf.nn.compute_average_loss(
+                self.per_example_loss(labels, logits), global_batch_size=self.config.batch_size
+            )
+        grads = tape.gradient(loss, self._gradient_vars)
+        return [
+            tf.zeros(v.shape, tf.float32) if g is None else tf.cast(g, tf.float32)
+            for g, v in zip(grads, self._gradient_vars, strict=True)
+        ]
+
     def _eval_once(self, training: bool):
         def step(images, labels):
             return self.replica_eval_step(images, labels, training=training)

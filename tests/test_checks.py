@@ -1,0 +1,110 @@
+"""The babysitting checks: each fires on a run made to fail its way, is recorded in
+``checks.json``, is an error (exit code 2) under ``--strict-checks``, and stays silent on the
+default recipe."""
+
+import json
+import math
+
+import pytest
+
+from zoo.config import RunOptions, TrainConfig
+from zoo.train import main
+from zoo.training import Trainer, TrainingCheckFailed
+from zoo.training.callbacks import CHECK_EPOCH, RATIO_HIGH, RATIO_LOW
+
+
+def tiny(**overrides) -> TrainConfig:
+    """resnet20 at 1/8 width, constant learning rate, no warm-up: checks judge epoch 3."""
+    return TrainConfig(
+        **{
+            "model": "resnet20",
+            "width": 0.125,
+            "batch_size": 64,
+            "epochs": CHECK_EPOCH,
+            "warmup_epochs": 0.0,
+            "schedule": "constant",
+            **overrides,
+        }
+    )
+
+
+def checks(run) -> dict:
+    return json.loads((run / "checks.json").read_text())
+
+
+def fired(run) -> dict[str, dict]:
+    return {w["check"]: w for w in checks(run)["warnings"]}
+
+
+def test_a_learning_rate_far_too_low_fires_the_loss_accuracy_and_ratio_checks(tmp_path, caplog):
+    run = tmp_path / "run"
+    history = Trainer(
+        tiny(learning_rate=1e-7), options=RunOptions(run_dir=str(run), verbose=False)
+    ).fit()
+    warnings = fired(run)
+    assert {"loss_not_falling", "chance_accuracy", "update_ratio"} <= set(warnings)
+    assert "vanishing_gradients" not in warnings  # the gradients are fine; the rate is not
+    assert warnings["update_ratio"]["value"] < RATIO_LOW
+    assert "likely too low" in warnings["update_ratio"]["message"]
+    assert warnings["loss_not_falling"]["epoch"] == CHECK_EPOCH
+    assert "--learning-rate auto" in warnings["loss_not_falling"]["message"]
+    assert history.metrics["check_warnings"] == list(warnings)
+    # One line each on the log, naming the check.
+    lines = [r.getMessage() for r in caplog.records if r.name == "zoo.train"]
+    for name in warnings:
+        assert sum(line.startswith(f"check {name}:") for line in lines) == 1
+    # Every epoch's measurements are kept beside the warnings.
+    epochs = checks(run)["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(e["update_ratio_median"] < RATIO_LOW for e in epochs)
+
+
+def test_a_learning_rate_far_too_high_fires_the_ratio_check(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny(learning_rate=10.0), options=RunOptions(run_dir=str(run), verbose=False)).fit()
+    warnings = fired(run)
+    assert warnings["update_ratio"]["value"] > RATIO_HIGH
+    assert "likely too high" in warnings["update_ratio"]["message"]
+    assert {"loss_not_falling", "chance_accuracy"} <= set(warnings)
+    # The weights blew up: the probe saw the gradients grow, then die.
+    assert {"exploding_gradients", "vanishing_gradients"} & set(warnings)
+
+
+def test_the_default_recipe_passes_every_check(tmp_path):
+    """The default run (resnet20, its recipe, digits) but 6 of its 15 epochs: every check
+    is judged by then (loss and accuracy after epoch 4; ratios near the peak rate)."""
+    run = tmp_path / "run"
+    history = Trainer(
+        TrainConfig(epochs=6), options=RunOptions(run_dir=str(run), verbose=False)
+    ).fit()
+    assert checks(run)["warnings"] == []
+    assert history.metrics["check_warnings"] == []
+    epochs = checks(run)["epochs"]
+    judged = [
+        e["update_ratio_near_peak"] for e in epochs if not math.isnan(e["update_ratio_near_peak"])
+    ]
+    assert judged and all(RATIO_LOW <= r <= RATIO_HIGH for r in judged)
+
+
+def test_strict_checks_stop_the_run_with_exit_code_2_keeping_its_epochs(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = [
+        "--width", "0.125", "--batch-size", "64", "--epochs", "3", "--warmup-epochs", "0",
+        "--schedule", "constant", "--learning-rate", "1e-7", "--strict-checks",
+        "--run-dir", str(run),
+    ]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "check update_ratio failed at epoch 1 (--strict-checks)" in line
+    assert "Traceback" not in err
+    assert (run / "checkpoints" / "epoch-1.index").is_file()  # the epoch that failed is kept
+    assert fired(run)["update_ratio"]["epoch"] == 1
+
+
+def test_strict_checks_raise_from_the_python_api(tmp_path):
+    with pytest.raises(TrainingCheckFailed, match="check update_ratio failed"):
+        Trainer(
+            tiny(learning_rate=1e-7),
+            options=RunOptions(run_dir=str(tmp_path / "run"), verbose=False, strict_checks=True),
+        ).fit()
