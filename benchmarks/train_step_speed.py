@@ -41,6 +41,10 @@ def main() -> None:
         model=args.model,
         width=args.width,
         batch_size=args.batch_size,
+        # SGD with momentum for all three, whatever the model's recipe: the same update.
+        optimizer="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
         weight_decay=0.0,
         schedule="constant",
         warmup_epochs=0,

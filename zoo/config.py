@@ -253,11 +253,11 @@ class TrainConfig:
         Raises:
             ValueError: ``model`` is not in the registry (naming close matches).
         """
-        if self.resolved:
-            return self
         import zoo  # the registry; imported here so that reading a config needs no models
 
         recipe = zoo.model_info(self.model).recipe.values()
+        if self.resolved:
+            return self
         unset = {name: recipe[name] for name in RECIPE_FIELDS if getattr(self, name) is None}
         return dataclasses.replace(self, **unset)
 

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import zoo
 from zoo.training import rundir
 
 if TYPE_CHECKING:
@@ -160,8 +161,19 @@ class UpdateRatios(EngineCallback):
         super().__init__()
         self.ratios: dict[str, float] = {}
         self.at_peak: float = float("nan")
+        self._scale: dict[str, float] = {}
         self._before: list[np.ndarray] | None = None
         self._lr_before = 0.0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # A backbone trained at backbone_lr_mult times the rate moves that much less: its
+        # ratios are divided by it, so the median speaks of the peak rate the user chose.
+        trainer = self.trainer
+        self._scale = {
+            v.path: trainer.config.backbone_lr_mult if group.name == "backbone" else 1.0
+            for group in trainer.optimisation.groups
+            for v in group.variables
+        }
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         trainer = self.trainer
@@ -178,7 +190,8 @@ class UpdateRatios(EngineCallback):
         for var, old in zip(trainer.optimisation.kernels, self._before, strict=True):
             norm = float(np.linalg.norm(old))
             if norm > 0:
-                ratios[var.path] = float(np.linalg.norm(var.numpy() - old)) / norm / steps
+                change = float(np.linalg.norm(var.numpy() - old)) / norm / steps
+                ratios[var.path] = change / self._scale.get(var.path, 1.0)
         self.ratios, self._before = ratios, None
         lowest = min(self._lr_before, trainer.optimisation.learning_rate())
         near = lowest >= NEAR_PEAK * trainer.learning_rate
@@ -205,10 +218,12 @@ class GradientNorms(EngineCallback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         trainer = self.trainer
+        head = zoo.model_info(trainer.config.model).classifier + "/kernel"
         kernels = [v for v in trainer.model.trainable_variables if v.path.endswith("/kernel")]
-        if len(kernels) < 2:  # a frozen backbone: nothing to compare
+        last = [v for v in kernels if v.path == head]
+        if not last or kernels[0] is last[0]:  # a frozen backbone: nothing to compare
             return
-        pair = [kernels[0], kernels[-1]]  # the input's side, the classifier
+        pair = [kernels[0], last[0]]  # the input's side, the classifier
         with trainer.rng_kept():
             grads = trainer.steps.gradient_norms(self._batch, pair)
         weights = [float(np.linalg.norm(v.numpy())) for v in pair]
@@ -241,6 +256,7 @@ class Babysitter(EngineCallback):
         self.warnings: list[dict[str, Any]] = []
         self.epochs: list[dict[str, Any]] = []
         self.initial_loss: float | None = None
+        self.failure: TrainingCheckFailed | None = None
         self._first_norms: tuple[float, float] | None = None
 
     # Recording ------------------------------------------------------------------------------
@@ -249,8 +265,12 @@ class Babysitter(EngineCallback):
         trainer = self.trainer
         if trainer.run.file(rundir.CHECKS).exists():  # resuming: keep what fired before
             saved = trainer.run.read_json(rundir.CHECKS)
-            self.warnings = list(saved.get("warnings", []))
-            self.epochs = [e for e in saved.get("epochs", []) if e["epoch"] <= trainer.start_epoch]
+            done = trainer.start_epoch
+            self.warnings = [w for w in saved.get("warnings", []) if w["epoch"] <= done]
+            self.epochs = [e for e in saved.get("epochs", []) if e["epoch"] <= done]
+            if self.epochs and self.epochs[0].get("first_gradient") is not None:
+                first = self.epochs[0]
+                self._first_norms = (first["first_gradient"], first["last_gradient"])
         if trainer.start_epoch == 0:
             self._initial_loss()
         self._write()
@@ -261,17 +281,23 @@ class Babysitter(EngineCallback):
             return
         self.warnings.append({"check": check, "epoch": epoch, "value": value, "message": message})
         self._write()
-        logger.warning("check %s: %s", check, message)
-        if self.strict:
-            raise TrainingCheckFailed(
-                f"check {check} failed at epoch {epoch} (--strict-checks): {message}"
+        trainer = self.trainer
+        if trainer.chief:
+            logger.warning("check %s: %s", check, message)
+        if self.strict and self.failure is None:
+            self.failure = TrainingCheckFailed(
+                f"check {check} failed at epoch {epoch} (--strict-checks); the run stopped "
+                f"there, its epochs kept in {trainer.run.path}: {message}"
             )
+            if epoch == 0:  # before training: nothing to finish
+                raise self.failure
+            trainer.model.stop_training = True  # the epoch's other callbacks still run
 
     def _write(self) -> None:
         trainer = self.trainer
         if trainer.chief:
             trainer.run.write_json(
-                rundir.CHECKS, {"warnings": self.warnings, "epochs": self.epochs}
+                rundir.CHECKS, _json_safe({"warnings": self.warnings, "epochs": self.epochs})
             )
 
     # The checks -----------------------------------------------------------------------------
@@ -485,6 +511,17 @@ class ConsoleLogger(EngineCallback):
             f"lr {row['learning_rate']:.4g} | {row['images_per_second']:.0f} img/s | "
             f"update/weight median {self.ratios.median:.1e}"
         )
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:

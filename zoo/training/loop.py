@@ -84,7 +84,7 @@ class Trainer:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         _resume: RunDirectory | None = None,
     ) -> None:
-        # An unknown name fails here, naming the close ones; unset fields take the recipe.
+        # Unset fields take the model's recipe; an unknown name fails here, naming close ones.
         self.config = config.resolve()
         self.options = options or RunOptions()
         self.runtime = runtime or resolve_runtime(
@@ -331,6 +331,8 @@ class Trainer:
 
         Raises:
             TrainingDiverged: the loss became NaN or infinite.
+            TrainingCheckFailed: with ``options.strict_checks``, a babysitting check failed;
+                training stopped after that epoch (its checkpoint and metrics are written).
         """
         if self._fitted:
             raise RuntimeError(
@@ -370,6 +372,8 @@ class Trainer:
                         break
                 callbacks.on_train_end(logs)
                 self.metrics = self.history.metrics = self.finish()
+                if self.babysitter.failure is not None:  # --strict-checks: after the bookkeeping
+                    raise self.babysitter.failure
         finally:
             if self.run is not None:
                 self.run.unlock()
@@ -479,8 +483,8 @@ class Trainer:
         )
 
     def recipe_line(self) -> str:
-        """The optimisation as run, e.g. ``sgd lr 0.1 (recipe), ... , batch 128 (given)``:
-        which values came from the model's recipe and which were given."""
+        """The optimisation as run and which of its values differ from the model's recipe, e.g.
+        ``sgd lr 0.1, ..., batch 64; from resnet20's recipe except batch_size``."""
         cfg = self.config
         recipe = zoo.model_info(cfg.model).recipe.values()
         lr = f"{self.learning_rate:.3g}" + (" (auto)" if cfg.learning_rate == AUTO else "")

@@ -236,14 +236,19 @@ class Steps:
         return [tf.norm(g) for g in total]
 
     def _gradient_replica(self, images, labels):
+        optimizer = self.optimisation.groups[0].optimizer
+        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             loss = tf.nn.compute_average_loss(
                 self.per_example_loss(labels, logits), global_batch_size=self.config.batch_size
             )
+            if scaled:  # as the training step: float16 gradients would underflow unscaled
+                loss = optimizer.scale_loss(loss)
         grads = tape.gradient(loss, self._gradient_vars)
+        unscale = 1.0 / tf.cast(optimizer.dynamic_scale, tf.float32) if scaled else 1.0
         return [
-            tf.zeros(v.shape, tf.float32) if g is None else tf.cast(g, tf.float32)
+            tf.zeros(v.shape, tf.float32) if g is None else tf.cast(g, tf.float32) * unscale
             for g, v in zip(grads, self._gradient_vars, strict=True)
         ]
 
