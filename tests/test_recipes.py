@@ -62,7 +62,6 @@ def test_learning_rate_flag(value, expected):
     [
         (["--learning-rate", "fast"], "invalid learning rate value: 'fast'"),
         (["--learning-rate", "0"], "learning_rate must be > 0, 'auto' or None"),
-        (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
         (["--batch-size", "0"], "batch_size must be an integer >= 1; got 0"),
     ],
 )
