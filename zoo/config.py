@@ -294,8 +294,27 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """The configuration saved in ``path``; a damaged file is a `ValueError` naming it."""
+        values = read_json_file(path, "a run's configuration")
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} is damaged (not a JSON object); it is not a run's config.")
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} is damaged or from another program: {err}") from None
+
+
+def read_json_file(path: str | os.PathLike[str], what: str = "JSON") -> Any:
+    """The JSON in ``path``; a file that is not valid JSON (truncated, edited, binary) is a
+    `ValueError` saying which file and what it should hold, not a decoder traceback."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is damaged (not valid JSON: {err}); it should hold {what}. Restore it or "
+            "start again."
+        ) from None
 
 
 def _finite(value: Any) -> bool:

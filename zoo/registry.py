@@ -12,6 +12,7 @@ import inspect
 import math
 import os
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -135,9 +136,15 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def _register_families() -> None:
+    """Import every family module (each registers its models when imported)."""
+    import zoo.models  # noqa: F401
+
+
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names in natural order (resnet18 before resnet101), optionally
     filtered by a glob such as ``"resnet*"``."""
+    _register_families()
     names = sorted(_REGISTRY, key=_natural_key)
     if pattern is None:
         return names
@@ -145,6 +152,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def _entry(name: str) -> _Entry:
+    _register_families()
     if not isinstance(name, str) or name not in _REGISTRY:
         known = list_models()
         close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
@@ -276,4 +284,36 @@ def _load_weights(model: keras.Model, weights: str | os.PathLike[str]) -> None:
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
-    model.load_weights(path)
+    check_keras_file(path)
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as err:
+        raise ValueError(
+            f"{path} does not hold weights for this model ({model.name}, the same name, width "
+            f"and classes are needed): {one_line(err)}"
+        ) from None
+
+
+def one_line(err: BaseException, limit: int = 240) -> str:
+    """An exception's message on one line, shortened to ``limit`` characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_keras_file(path: str | os.PathLike[str]) -> None:
+    """Raise a one-line `ValueError` naming ``path`` unless it is what its name says: a
+    ``.keras`` file is a zip archive, a ``.h5`` file is HDF5 (Keras's loaders answer a damaged
+    file with "File not found" or a zip/HDF5 traceback)."""
+    name = os.fspath(path)
+    if name.endswith(".keras") and not zipfile.is_zipfile(name):
+        raise ValueError(
+            f"{name} is not a Keras model file (a .keras file is a zip archive); it is damaged "
+            "or another format: save it again with model.save(...)."
+        )
+    if name.endswith(".h5"):
+        with open(name, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise ValueError(
+                    f"{name} is not an HDF5 weights file; it is damaged or another format: "
+                    "save it again with model.save_weights(...)."
+                )

@@ -18,10 +18,11 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+from zoo.cli import add_verbose_flag, start_tensorflow
 
 BYTES_PER_FLOAT32 = 4
 MIB = 1024**2
@@ -115,18 +116,21 @@ def summarize(
 
     info = zoo.model_info(name)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    model = zoo.create_model(
-        name, input_shape=input_shape, classes=classes, width=width, **overrides
-    )
+    # Counting needs shapes only: in a stateless scope that does not initialise them, the
+    # weights are never allocated (VGG-16 at 2048x2048 has 8.6 billion of them).
     try:
-        trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
-        total = sum(math.prod(w.shape) for w in model.weights)
-        macs, activations = profile(model)
-        shape = tuple(model.inputs[0].shape[1:])
-        n_classes = model.outputs[0].shape[-1]
+        with keras.StatelessScope(initialize_variables=False):
+            model = zoo.create_model(
+                name, input_shape=input_shape, classes=classes, width=width, **overrides
+            )
+            trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+            total = sum(math.prod(w.shape) for w in model.weights)
+            macs, activations = profile(model)
+            shape = tuple(model.inputs[0].shape[1:])
+            n_classes = model.outputs[0].shape[-1]
+            del model
     finally:
-        del model
-        keras.backend.clear_session()
+        keras.backend.clear_session()  # also forgets the uninitialised weights
     is_reference = (
         shape == info.input_shape and n_classes == info.classes and width == 1.0 and not overrides
     )
@@ -291,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="table",
         help="output format (default: table)",
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start_tensorflow(args.verbose)
 
     import zoo
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any
 
+from zoo.cli import add_verbose_flag, device_line, os_error_line, start_tensorflow
 from zoo.config import RECIPE, RunOptions, TrainConfig
 
 EXIT_BAD_INPUT = 2
@@ -119,6 +119,8 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
         help="continue the run in RUN_DIR from its newest good checkpoint, with its saved "
         "configuration (only --epochs and the flags of this invocation may be given)",
     )
+    if not suppress_defaults:
+        add_verbose_flag(parser)
     return parser
 
 
@@ -129,7 +131,7 @@ def parse(
     ``--resume`` (the run's own is used) and ``epochs`` is set only when given."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    given = vars(build_parser(suppress_defaults=True).parse_known_args(argv)[0])
     option_names = {f.name for f in _cli_fields(RunOptions)}
     try:
         options = RunOptions(**{name: getattr(args, name) for name in option_names})
@@ -157,7 +159,8 @@ def parse(
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, options, resume, epochs = parse(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start_tensorflow(build_parser().parse_args(argv).verbose)
+    print(device_line(), flush=True)
 
     # The data stack loads once the arguments are valid.
     from pipelines import DataUnavailableError
@@ -187,14 +190,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DIVERGED
     except (
         ValueError,
-        FileNotFoundError,
-        FileExistsError,
         RunLockedError,
         NoCheckpointError,
         DataUnavailableError,
         TrainingCheckFailed,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno is None:  # raised by the project with its own message
+            print(f"error: {err}", file=sys.stderr)
+        else:
+            line = os_error_line(err, "--runs-dir/--run-dir")
+            run = trainer.run if trainer is not None else None
+            if run is not None and run.path.is_dir():
+                line += f" The finished epochs are kept: continue with --resume {run.path}"
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         where = f"--resume {trainer.run.path}" if trainer and trainer.run else "a new run"
@@ -203,11 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    if options.export:
-        from zoo.export import export_finished_run
-
-        if not export_finished_run(metrics["run_dir"], "run"):
-            return EXIT_BAD_INPUT
     summary = (
         f"best {metrics['monitor']} at epoch {metrics['best_epoch']}: validation accuracy "
         f"{metrics['val_accuracy']:.4f}"
@@ -218,8 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary += f"; the checks warned: {', '.join(metrics['check_warnings'])} (see checks.json)"
     print(
         f"{summary}; {metrics['train_seconds']:.0f} s of training at "
-        f"{metrics['images_per_second']:.0f} images/s.\nResults: {metrics['run_dir']}"
+        f"{metrics['images_per_second']:.0f} images/s.\nResults: {metrics['run_dir']}",
+        flush=True,
     )
+    if options.export:  # after the summary: a failed export must not hide what was trained
+        from zoo.export import export_finished_run
+
+        if not export_finished_run(metrics["run_dir"], "run"):
+            return EXIT_BAD_INPUT
     return 0
 
 

@@ -120,7 +120,9 @@ class NaNGuard(EngineCallback):
         if math.isfinite(loss):
             return
         trainer = self.trainer
-        last = trainer.last_manager.latest_checkpoint or "none (no epoch had finished)"
+        last = (trainer.rows and trainer.last_manager.latest_checkpoint) or (
+            "none (no epoch had finished, so the run directory is removed)"
+        )
         steps = int(logs.get("steps", 1))
         where = f"step {batch + 1}" if steps == 1 else f"steps {batch + 2 - steps}-{batch + 1}"
         raise TrainingDiverged(

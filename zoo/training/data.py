@@ -6,6 +6,7 @@ only applies it to a `TrainConfig` and hands the results to the strategy.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pipelines
 import zoo
 from zoo.config import TrainConfig
 
+logger = logging.getLogger("zoo.train")
 STATS_EXAMPLES = 20_000  # images used for the normalisation and PCA statistics
 
 
@@ -40,6 +42,7 @@ class TrainData:
         missing = {"train", "validation"} - set(self.source.splits)
         if missing:
             raise ValueError(f"{config.dataset} has no {', '.join(sorted(missing))} split.")
+        self.check_source()
         model_side = zoo.model_info(config.model).input_shape[0]
         side = config.image_size or pipelines.default_image_size(self.source, model_side)
         self.image_size = (side, side)
@@ -49,21 +52,56 @@ class TrainData:
             if config.overfit_batches
             else pipelines.resolve_augment(config.augment, self.source, self.image_size)
         )
-        self.num_train = (
-            config.overfit_batches * config.batch_size
-            if config.overfit_batches
-            else self.source.num_examples["train"]
-        )
+        self.num_train = self.source.num_examples["train"]
+        if config.overfit_batches:
+            available = self.num_train // config.batch_size
+            if config.overfit_batches > available:
+                logger.warning(
+                    "warning: --overfit-batches %d is more than the %d full batches of %s's "
+                    "training split: each epoch trains on all of them (without augmentation)",
+                    config.overfit_batches,
+                    available,
+                    config.dataset,
+                )
+            self.num_train = min(config.overfit_batches * config.batch_size, self.num_train)
         self.num_input_pipelines = _input_pipelines(strategy)
         self.steps_per_epoch = pipelines.steps_per_epoch(
             self.num_train, config.batch_size, num_input_pipelines=self.num_input_pipelines
         )
         if self.steps_per_epoch < 1:
+            largest = self.num_train // self.num_input_pipelines
             raise ValueError(
-                f"batch_size {config.batch_size} is larger than the {self.num_train} training "
-                "examples."
+                f"--batch-size {config.batch_size} is larger than the {self.num_train} training "
+                f"images of {config.dataset}"
+                + (
+                    f" over {self.num_input_pipelines} input pipelines"
+                    if largest != self.num_train
+                    else ""
+                )
+                + f"; pass --batch-size {largest} or less."
             )
         self.stats: pipelines.ChannelStats | None = None
+
+    def check_source(self) -> None:
+        """Refuse data a run cannot learn from or judge: fewer than two classes, or an empty
+        training or validation split (validation picks the best weights that get exported)."""
+        name = self.config.dataset
+        if self.source.num_classes < 2:
+            raise ValueError(
+                f"{name} has {self.source.num_classes} class(es) "
+                f"({', '.join(map(str, self.source.class_names)) or 'none'}); a classifier "
+                "needs at least two."
+            )
+        for split in ("train", "validation"):
+            if self.source.num_examples[split] == 0:
+                raise ValueError(
+                    f"{name}'s {split} split is empty; "
+                    + (
+                        "add images to it, or remove it to carve validation from train."
+                        if split == "validation"
+                        else "add training images."
+                    )
+                )
 
     def load_stats(self, cache_dir: str | Path | None) -> pipelines.ChannelStats:
         """Normalisation and PCA statistics of the training split (cached in ``cache_dir``)."""

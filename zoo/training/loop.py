@@ -91,6 +91,11 @@ class Trainer:
             config.strategy, config.precision, config.deterministic
         )
         self.runtime.check(config)
+        if self.config.freeze_backbone and not self.config.init_from and _resume is None:
+            cb.logger.warning(
+                "warning: --freeze-backbone without --init-from trains only the classifier on "
+                "a randomly initialised backbone; give --init-from RUN_DIR_OR_.keras"
+            )
         self.user_callbacks = list(callbacks)
         self.run: RunDirectory | None = _resume
         self.resuming = _resume is not None
@@ -156,6 +161,8 @@ class Trainer:
         cfg, strategy, precision = self.config, self.strategy, self.runtime.precision
         self.data = TrainData(cfg, strategy)  # bad data fails before the run directory exists
         self._open_run()
+        if self.resuming and self.run.file(rundir.DATA).is_file():
+            self.check_same_classes(self.run.read_json(rundir.DATA).get("class_names", []))
         self.data.load_stats(self.run.path if self.chief else None)
         if self.chief:
             self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
@@ -197,6 +204,30 @@ class Trainer:
         self.train_ds = self.data.train_dataset(self.start_epoch)
         self.eval_ds = {"validation": self.data.eval_dataset("validation")}
         self._set_up = True
+
+    def check_same_classes(self, saved: Sequence[str]) -> None:
+        """Refuse to resume on data whose classes differ from those the run started with (the
+        classifier's outputs would mean other things), saying which changed."""
+        now = [str(name) for name in self.data.source.class_names]
+        saved = [str(name) for name in saved]
+        if now == saved:
+            return
+        added = [n for n in now if n not in saved]
+        removed = [n for n in saved if n not in now]
+        change = "; ".join(
+            part
+            for part in (
+                f"new: {', '.join(added)}" if added else "",
+                f"gone: {', '.join(removed)}" if removed else "",
+                "the same names in another order" if not added and not removed else "",
+            )
+            if part
+        )
+        raise ValueError(
+            f"{self.config.dataset}'s classes changed since {self.run.path} started ({change}); "
+            "restore the data it was trained on, or start a new run (--init-from "
+            f"{self.run.path} keeps its weights)."
+        )
 
     def _pick_learning_rate(self) -> float:
         """The peak learning rate: the config's, or with ``auto`` the range test's suggestion
@@ -272,7 +303,23 @@ class Trainer:
             self.run.lock()
 
     def _restore(self) -> None:
-        prefix = self.run.restore(self.checkpoint, rundir.LAST)
+        fresh = None
+        if not self.run.read_history():  # a failed restore may have assigned some variables
+            tracked = [*self.model.variables, self.epoch_var]
+            for group in self.optimisation.groups:
+                tracked += group.optimizer.variables
+            fresh = [(v, v.numpy()) for v in tracked]
+        try:
+            prefix = self.run.restore(self.checkpoint, rundir.LAST)
+        except rundir.NoCheckpointError:
+            if fresh is None:
+                raise
+            # Killed before its first epoch's checkpoint was whole: the run is its configuration
+            # alone, and starting it again from its seed is what it would have done.
+            for variable, value in fresh:
+                variable.assign(value)
+            self.say(f"{self.run.path} has no finished epoch: starting it from the beginning")
+            return
         done = int(self.epoch_var.numpy())
         if self.config.epochs < done:
             raise ValueError(
@@ -342,14 +389,7 @@ class Trainer:
         self._fitted = True
         try:
             with self.runtime.active():
-                try:
-                    self.setup()
-                except BaseException:
-                    if self.run is not None and self.chief and not self.resuming:
-                        self.run.unlock()
-                        self.run.discard()  # nothing was trained: leave no half-made run
-                        self.run = None
-                    raise
+                self.setup()
                 self.say(self.describe())
                 callbacks = self._callbacks()
                 if self.start_epoch == 0:
@@ -374,6 +414,13 @@ class Trainer:
                 self.metrics = self.history.metrics = self.finish()
                 if self.babysitter.failure is not None:  # --strict-checks: after the bookkeeping
                     raise self.babysitter.failure
+        except BaseException:
+            if self.run is not None and self.chief and not self.resuming and not self.rows:
+                # Failed or stopped before its first epoch ended: nothing worth resuming.
+                self.run.unlock()
+                self.run.discard(unfinished=True)
+                self.run = None
+            raise
         finally:
             if self.run is not None:
                 self.run.unlock()

@@ -51,7 +51,7 @@ import keras
 import tensorflow as tf
 
 import zoo
-from zoo.config import TrainConfig
+from zoo.config import TrainConfig, read_json_file
 from zoo.training.runtime import dtype_policy
 
 logger = logging.getLogger("zoo.train")
@@ -238,7 +238,8 @@ class RunDirectory:
         atomic_write_text(self.path / CONFIG, config.to_json() + "\n")
 
     def read_json(self, name: str) -> dict[str, Any]:
-        return json.loads((self.path / name).read_text())
+        """A JSON file of the run; a damaged one is a `ValueError` naming it."""
+        return read_json_file(self.path / name, f"the run's {name}")
 
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(value, indent=2) + "\n")
@@ -315,17 +316,21 @@ class RunDirectory:
         what = f"none of {', '.join(skipped)} restores" if skipped else "there is none"
         raise NoCheckpointError(f"no usable checkpoint in {self.path / kind}: {what}.")
 
-    def discard(self) -> None:
-        """Remove a run that never reached a checkpoint (its setup failed): the folder if this
-        process made it, else the files the run wrote in it."""
-        if self.checkpoints(LAST):
-            raise RuntimeError(f"{self.path} has checkpoints; it is not discarded.")
+    def discard(self, *, unfinished: bool = False) -> None:
+        """Remove a run that has nothing worth keeping: the folder if this process made it,
+        else the files the run wrote in it. Without ``unfinished`` only a run that never reached
+        a checkpoint (its setup failed); with it, also one that finished no epoch (its only
+        checkpoint is the initial one, which a new run recreates)."""
+        if self.read_history() or (self.checkpoints(LAST) and not unfinished):
+            raise RuntimeError(f"{self.path} has finished epochs; it is not discarded.")
         import shutil
 
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        for name in (CONFIG, DATA, "channel_stats.json", ".lock"):
+        for name in (LAST, BEST, LR_FIND, "tensorboard"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for name in (CONFIG, DATA, LEARNING_RATE, CHECKS, "channel_stats.json", ".lock"):
             (self.path / name).unlink(missing_ok=True)
 
     def discard_scratch(self) -> None:

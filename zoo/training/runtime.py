@@ -10,6 +10,8 @@ with different precisions run one after another in one process (as a tuner runs 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +96,11 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """``auto``: mirrored over several GPUs, default otherwise; ``mirrored`` uses every GPU, or
     every logical CPU device when there is no GPU; ``multiworker`` reads ``TF_CONFIG``."""
     if name == "multiworker":  # must come before anything initialises TensorFlow's runtime
+        if not os.environ.get("TF_CONFIG"):
+            logging.getLogger("zoo.train").warning(
+                "warning: --strategy multiworker without TF_CONFIG runs as a single worker; set "
+                "TF_CONFIG on every worker (see the README's multi-worker section)"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):

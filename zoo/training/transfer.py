@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 
+from zoo.registry import check_keras_file, one_line
 from zoo.training.rundir import RunDirectory
 
 
@@ -16,8 +17,16 @@ def source_model(source: str) -> keras.Model:
         model, _ = RunDirectory.open(path).load_model("best")
         return model
     if path.suffix == ".keras" and path.is_file():
-        return keras.saving.load_model(path, compile=False)
-    raise ValueError(f"init_from must be a run directory or a .keras file, got {source!r}.")
+        check_keras_file(path)
+        try:
+            return keras.saving.load_model(path, compile=False)
+        except (ValueError, TypeError, KeyError, OSError) as err:
+            raise ValueError(
+                f"--init-from {source}: Keras cannot load it ({one_line(err)})."
+            ) from None
+    if not path.exists():
+        raise FileNotFoundError(f"--init-from {source}: no such run directory or .keras file.")
+    raise ValueError(f"--init-from must be a run directory or a .keras file, got {source!r}.")
 
 
 def copy_matching_weights(model: keras.Model, source: keras.Model) -> tuple[int, list[str]]:
