@@ -200,6 +200,35 @@ def _per_pipeline_batch(global_batch_size: int, num_input_pipelines: int) -> int
     return batch // num_input_pipelines
 
 
+def largest_batch_size(num_examples: int, num_input_pipelines: int = 1, replicas: int = 1) -> int:
+    """The largest global batch size that gives an epoch of ``make_train_dataset`` (with
+    ``drop_remainder``) at least one step: a multiple of the ``num_input_pipelines * replicas``
+    replicas in sync (``replicas`` per input pipeline) whose share per input pipeline fits in
+    the smallest shard, ``num_examples // num_input_pipelines``. 0 when there are fewer
+    examples per input pipeline than replicas."""
+    in_sync = num_input_pipelines * replicas
+    return (num_examples // num_input_pipelines) * num_input_pipelines // in_sync * in_sync
+
+
+def _batch_too_large(batch: int, total: int, exact: bool, num_pipelines: int, replicas: int) -> str:
+    """One line for a batch size that leaves an epoch no full step, naming ``--batch-size``."""
+    examples = f"{'' if exact else 'at most '}{total} training examples"
+    if num_pipelines > 1:
+        examples += f" ({total // num_pipelines} per input pipeline of {num_pipelines})"
+    largest = largest_batch_size(total, num_pipelines, replicas)
+    in_sync = num_pipelines * replicas
+    if largest == 0:
+        advice = f"use more training images than the {in_sync} replicas"
+    else:
+        advice = f"use --batch-size {largest} or less"
+        if in_sync > 1:
+            advice += f" (a multiple of the {in_sync} replicas)"
+    return (
+        f"Batch size {batch} (--batch-size) is larger than the {examples}: an epoch would have "
+        f"no full batch; {advice}."
+    )
+
+
 def steps_per_epoch(
     num_examples: int,
     global_batch_size: int,
@@ -382,10 +411,7 @@ def make_train_dataset(
         )
         if steps == 0:  # an upper bound too small means the real size is as well
             raise ValueError(
-                f"global_batch_size {global_batch_size} does not fit in the "
-                f"{'' if exact else 'at most '}{total} training examples "
-                f"({total // num_pipelines} per input pipeline of {num_pipelines}): an epoch "
-                "would have no full batch. Lower it or pass drop_remainder=False."
+                _batch_too_large(global_batch_size, total, exact, num_pipelines, replicas)
             )
     if num_pipelines > 1 and not (exact and total is not None):
         logger.warning(

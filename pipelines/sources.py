@@ -21,6 +21,7 @@ import functools
 import inspect
 import logging
 import os
+import stat
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+MIN_CLASSES = 2  # a classifier of one class is always right
 
 
 class DataUnavailableError(RuntimeError):
@@ -53,7 +55,9 @@ class ImageDataset:
             are dropped only while reading (so ``steps_per_epoch`` computed from it may exceed
             the steps an epoch really has).
         image_shape: ``(H, W, 3)`` when every image has that shape, else ``None``.
-        skipped_files: Paths that could not be decoded and were left out (folder source).
+        skipped_files: Paths left out (folder source): files that could not be decoded, and
+            image-named paths that are no regular file (FIFOs, sockets, devices, dangling
+            links).
         exact_sizes: Whether ``num_examples`` are exact counts (False: upper bounds).
         mirror_invariant: Whether a horizontally mirrored image is still an example of its
             class. False for digits and text (a mirrored 2 is not a 2): the ``auto``
@@ -123,7 +127,9 @@ def load(source: str, **options: Any) -> ImageDataset:
         The dataset with its splits, class names and sizes.
 
     Raises:
-        ValueError: Unknown source or option, naming the accepted ones.
+        ValueError: Unknown source or option, naming the accepted ones, or a dataset of fewer
+            than two classes.
+        DataUnavailableError: The data is not on this machine (see the loaders).
     """
     if not isinstance(source, str) or not source:
         raise ValueError(
@@ -147,7 +153,13 @@ def load(source: str, **options: Any) -> ImageDataset:
         raise ValueError(
             f"Unknown option(s) {unknown} for source {prefix!r}; accepted: {accepted}."
         )
-    return loader(argument, **options) if takes_argument else loader(**options)
+    data = loader(argument, **options) if takes_argument else loader(**options)
+    if data.num_classes < MIN_CLASSES:
+        raise ValueError(
+            f"{source} has {data.num_classes} class(es) {list(data.class_names)}: a classifier "
+            f"needs at least {MIN_CLASSES} classes."
+        )
+    return data
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -253,23 +265,47 @@ _SPLIT_ALIASES = {
 }
 
 
-def _tfds_advice(builder: Any, name: str) -> str:
+def _first_line(exc: BaseException) -> str:
+    """``"Type: first line of the message"``: TFDS errors run to many lines."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _tfds_build_elsewhere(name: str) -> str:
+    return (
+        f"without network, run `tfds build {name} --data_dir DIR` on a machine that has it, "
+        "copy DIR here and pass --data-dir DIR or set TFDS_DATA_DIR"
+    )
+
+
+def _tfds_manual_folder(builder: Any, manual_dir: str | None) -> str:
+    """Where TFDS looks for a manual dataset's files (default: DATA_DIR/downloads/manual)."""
+    return str(manual_dir or Path(str(builder.data_dir_root)) / "downloads" / "manual")
+
+
+def _tfds_not_prepared(builder: Any, name: str, manual_dir: str | None) -> str:
+    """One line: where the data was looked for and the CLI flags (and Python options) to get it."""
+    where = f"TFDS dataset {name!r} is not in {str(builder.data_dir)!r}"
     manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-    lines = [
-        f"The data is looked for in {builder.data_dir!r} (TFDS data_dir root "
-        f"{str(builder.data_dir_root)!r}).",
-        "Without network access, prepare it on a machine that has it "
-        f"(`tfds build {name} --data_dir DIR`), copy DIR here and pass data_dir=DIR "
-        "(or set TFDS_DATA_DIR).",
-    ]
     if manual:
-        lines.append(
-            "This dataset needs files you download yourself: put them in a folder, then pass "
-            "manual_dir=THAT_FOLDER and download=True. TFDS says:\n  " + " ".join(manual.split())
+        return (
+            f"{where} and needs files you download yourself: put them in "
+            f"{_tfds_manual_folder(builder, manual_dir)!r} and pass --download, or pass "
+            "--data-dir DIR where it is prepared (from Python: manual_dir=FOLDER, download=True, "
+            f"data_dir=DIR). TFDS says: {' '.join(manual.split())}"
         )
-    else:
-        lines.append("With network access, pass download=True to fetch and prepare it.")
-    return "\n".join(lines)
+    return (
+        f"{where}: pass --download to fetch and prepare it there (needs network); "
+        f"{_tfds_build_elsewhere(name)} (from Python: download=True, data_dir=DIR)."
+    )
+
+
+def _tfds_unreadable(builder: Any, name: str, exc: BaseException) -> str:
+    return (
+        f"Could not read TFDS dataset {name!r} from {str(builder.data_dir)!r} "
+        f"({_first_line(exc)}): the folder is incomplete or damaged; delete it and prepare it "
+        "again with --download, or pass --data-dir DIR holding a complete copy."
+    )
 
 
 def _find_features(info: Any, name: str) -> tuple[str, str]:
@@ -332,8 +368,12 @@ def load_tfds(
         The dataset (images converted to RGB, labels int64).
 
     Raises:
-        ValueError: Unknown dataset, or not an image-classification dataset.
-        DataUnavailableError: The data is not prepared and could not be fetched.
+        ValueError: Unknown dataset, not an image-classification dataset, or a
+            ``validation_fraction`` that leaves no training examples.
+        DataUnavailableError: The data is not prepared and could not be fetched, or its folder
+            cannot be read (incomplete). The one-line message says where the data was looked
+            for and names the ``zoo.train`` flags (``--data-dir``, ``--download``) beside the
+            options of this function.
     """
     import tensorflow_datasets as tfds
 
@@ -344,30 +384,45 @@ def load_tfds(
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # TFDS raises several types for unknown names.
+        base, _, config_name = name.partition("/")
         known = tfds.list_builders()
-        close = difflib.get_close_matches(name.split("/")[0], known, n=5)
+        if base in known and (not config_name or _has_config(base, config_name)):
+            # A dataset TFDS knows that it could not open: its data folder is the trouble.
+            place = repr(data_dir) if data_dir else "TFDS_DATA_DIR (else ~/tensorflow_datasets)"
+            raise DataUnavailableError(
+                f"Could not open TFDS dataset {name!r} in {place} ({_first_line(exc)}): check "
+                "--data-dir, or delete the dataset's folder there and prepare it again with "
+                "--download."
+            ) from None
+        close = difflib.get_close_matches(base, known, n=5)
         raise ValueError(
-            f"Unknown TFDS dataset {argument!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Close matches: {close}; image "
-            "classification examples: cifar10, cifar100, mnist, fashion_mnist, imagenette, "
-            "oxford_iiit_pet, imagenet2012. See tfds.list_builders()."
+            f"Unknown TFDS dataset {argument!r} ({_first_line(exc)}). Close matches: {close}; "
+            "image classification examples: cifar10, cifar100, mnist, fashion_mnist, "
+            "imagenette, oxford_iiit_pet, imagenet2012. See tfds.list_builders()."
         ) from None
     image_key, label_key = _find_features(builder.info, name)
 
-    if not builder.is_prepared():
+    try:
+        prepared = builder.is_prepared()
+    except Exception as exc:  # e.g. a data folder that cannot be listed
+        raise DataUnavailableError(_tfds_unreadable(builder, name, exc)) from None
+    if not prepared:
         if not download:
-            raise DataUnavailableError(
-                f"TFDS dataset {name!r} is not prepared and download=False.\n"
-                + _tfds_advice(builder, name)
-            )
+            raise DataUnavailableError(_tfds_not_prepared(builder, name, manual_dir))
         config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
         try:
             builder.download_and_prepare(download_config=config)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if isinstance(exc, ImportError):  # TFDS imports what a download needs late
+                check = f"install the Python package {exc.name or 'it names'}"
+            else:
+                check = "check the network"
+                if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+                    check += f" and the files in {_tfds_manual_folder(builder, manual_dir)!r}"
             raise DataUnavailableError(
-                f"Could not download and prepare TFDS dataset {name!r} "
-                f"({type(exc).__name__}: {first}).\n" + _tfds_advice(builder, name)
+                f"Could not download and prepare TFDS dataset {name!r} into "
+                f"{str(builder.data_dir)!r} ({_first_line(exc)}): {check}; "
+                f"{_tfds_build_elsewhere(name)}."
             ) from None
 
     if splits is None:
@@ -408,13 +463,25 @@ def load_tfds(
     datasets: dict[str, tf.data.Dataset] = {}
     sizes: dict[str, int] = {}
     for ours, spec in wanted.items():
-        ds = builder.as_dataset(split=spec, shuffle_files=False)
-        ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        try:
+            _check_files(builder, spec)
+            ds = builder.as_dataset(split=spec, shuffle_files=False)
+            ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            sizes[ours] = _count(ds, builder, spec)
+        except ValueError:  # a bad split spec: the caller's
+            raise
+        except Exception as exc:  # e.g. metadata without its data files (an interrupted copy)
+            raise DataUnavailableError(_tfds_unreadable(builder, name, exc)) from None
         datasets[ours] = ds
-        sizes[ours] = _count(ds, builder, spec)
 
     if "validation" not in datasets and validation_fraction > 0:
         mask = _seeded_holdout(sizes["train"], validation_fraction, split_seed)
+        if mask.all():
+            raise ValueError(
+                f"validation_fraction {validation_fraction} carves all {sizes['train']} "
+                f"training examples of {name!r} into validation, leaving no training examples: "
+                "lower it."
+            )
         if mask.any():
             train = datasets["train"]
             datasets["train"] = _select(train, mask, keep=False)
@@ -439,6 +506,31 @@ def load_tfds(
     )
 
 
+def _has_config(name: str, config: str) -> bool:
+    """Whether TFDS dataset ``name`` has the builder config ``config``."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return config.split(":")[0] in tfds.builder_cls(name).builder_configs
+    except Exception:
+        return False
+
+
+def _check_files(builder: Any, spec: str) -> None:
+    """Raises FileNotFoundError when data files of a prepared split are missing (TFDS finds
+    out only while reading, mid-training)."""
+    try:
+        paths = builder.info.splits[spec].filepaths
+    except Exception:  # a spec TFDS resolves later, or no split metadata (mock data)
+        return
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(paths)} data files of split {spec!r} are missing, "
+            f"e.g. {missing[0]}"
+        )
+
+
 def _count(ds: tf.data.Dataset, builder: Any, spec: str) -> int:
     cardinality = int(ds.cardinality())
     if cardinality >= 0:
@@ -454,21 +546,38 @@ def _count(ds: tf.data.Dataset, builder: Any, spec: str) -> int:
 _FOLDER_SPLITS = {"train": ("train",), "validation": ("val", "validation"), "test": ("test",)}
 
 
-def _list_images(class_dir: Path) -> list[str]:
-    found = []
+CORRUPT_WARNING = "Skipping unreadable or corrupt image file: %s"
+NOT_REGULAR_WARNING = "Skipping %s: not a regular file (a FIFO, socket or device)."
+
+
+def _list_images(class_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image files under ``class_dir`` (recursively, in a fixed order), and the image-named
+    paths left out, each with its warning: no regular file (a FIFO, socket or device: opening
+    a FIFO would block forever) or a dangling link. A link to a regular file is read."""
+    found: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for root, dirs, files in os.walk(class_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(
-            os.path.join(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
-        )
-    return found
+        for f in sorted(files):
+            if f.startswith(".") or not f.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.join(root, f)
+            try:
+                mode = os.stat(path).st_mode  # follows links
+            except OSError:  # a dangling link, or no access
+                skipped.append((path, CORRUPT_WARNING))
+                continue
+            if stat.S_ISREG(mode):
+                found.append(path)
+            else:
+                skipped.append((path, NOT_REGULAR_WARNING))
+    return found, skipped
 
 
 def _scan_split(
     split_dir: Path, class_names: Sequence[str] | None
-) -> tuple[list[str], list[int], list[str]]:
+) -> tuple[list[str], list[int], list[str], list[tuple[str, str]]]:
+    """``(paths, labels, class names, skipped (path, warning))`` of one split folder."""
     classes = sorted(
         d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")
     )
@@ -482,12 +591,14 @@ def _scan_split(
         )
     paths: list[str] = []
     labels: list[int] = []
+    skipped: list[tuple[str, str]] = []
     for label, name in enumerate(class_names):
         if (split_dir / name).is_dir():
-            files = _list_images(split_dir / name)
+            files, left_out = _list_images(split_dir / name)
             paths.extend(files)
             labels.extend([label] * len(files))
-    return paths, labels, list(class_names)
+            skipped.extend(left_out)
+    return paths, labels, list(class_names), skipped
 
 
 def _decode_file(path: tf.Tensor) -> tf.Tensor:
@@ -506,7 +617,7 @@ def _verify(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     ).ignore_errors()
-    index, shapes = [], []
+    index, shapes = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)]
     for i, s in ds.batch(4096).as_numpy_iterator():
         index.append(i)
         shapes.append(s)
@@ -550,7 +661,9 @@ def load_folder(
 
     Raises:
         FileNotFoundError: The folder does not exist.
-        ValueError: No class folders or no images, or a split has classes train lacks.
+        ValueError: Fewer than two class folders, no readable images, a training class
+            folder without readable images, a split with classes train lacks, or a
+            ``validation_fraction`` that leaves a class no training images.
     """
     _check_fraction("validation_fraction", validation_fraction)
     _check_bool("mirror_invariant", mirror_invariant)
@@ -571,56 +684,88 @@ def load_folder(
     if not layout:
         layout = {"train": root}
 
-    files: dict[str, tuple[list[str], list[int]]] = {}
-    paths, labels, class_names = _scan_split(layout["train"], None)
+    train_dir = str(layout["train"])
+    paths, labels, class_names, skipped = _scan_split(layout["train"], None)
     if not class_names:
         raise ValueError(
-            f"No class folders in {str(layout['train'])!r}: expected "
+            f"No class folders in {train_dir!r}: expected "
             "<class>/<image files> (optionally under train/, val/, test/)."
         )
-    files["train"] = (paths, labels)
+    if len(class_names) < MIN_CLASSES:
+        raise ValueError(
+            f"{train_dir!r} holds only {len(class_names)} class folder, {class_names}: a "
+            "classifier needs at least two class folders (<class>/<image files>), one per "
+            "class; add the other classes."
+        )
+    listed_train = len(paths) + len(skipped)  # image-named paths in train's class folders
+    files: dict[str, tuple[list[str], list[int]]] = {"train": (paths, labels)}
     for ours in ("validation", "test"):
         if ours in layout:
-            p, lab, _ = _scan_split(layout[ours], class_names)
+            p, lab, _, left_out = _scan_split(layout[ours], class_names)
             files[ours] = (p, lab)
+            skipped.extend(left_out)
+
+    shapes_seen: set[tuple[int, int]] = set()
+    if verify:  # before carving, so validation_fraction shares out readable images only
+        for ours, (paths, labels) in files.items():
+            good, shapes = _verify(paths)
+            kept = set(good.tolist())
+            for i in range(len(paths)):
+                if i not in kept:
+                    skipped.append((paths[i], CORRUPT_WARNING))
+            files[ours] = ([paths[i] for i in good], [labels[i] for i in good])
+            shapes_seen.update(map(tuple, shapes.tolist()))
+
+    paths, labels = files["train"]
+    if not paths:
+        if listed_train:
+            example = next(p for p, _ in skipped if p.startswith(os.path.join(train_dir, "")))
+            raise ValueError(
+                f"None of the {listed_train} image files under {train_dir!r} could be read "
+                f"(corrupt, unreadable or not regular files, e.g. {example!r}): replace them "
+                f"with readable {'/'.join(IMAGE_EXTENSIONS)} images."
+            )
+        raise ValueError(
+            f"No image files ({'/'.join(IMAGE_EXTENSIONS)}) in the class folders of "
+            f"{train_dir!r}: put each class's images in its <class>/ folder."
+        )
+    per_class = np.bincount(labels, minlength=len(class_names))
+    empty = [class_names[c] for c in np.flatnonzero(per_class == 0)]
+    if empty:
+        raise ValueError(
+            f"Class folder(s) {empty} in {train_dir!r} hold no readable images: remove them or "
+            "add images (every class folder becomes a class the model must predict)."
+        )
 
     rng = np.random.default_rng(split_seed)
     if "validation" not in files and validation_fraction > 0:
-        paths, labels = files["train"]
         lab = np.asarray(labels)
         held = np.zeros(len(lab), bool)
         for c in range(len(class_names)):
             members = np.flatnonzero(lab == c)
             held[members[_seeded_holdout(len(members), validation_fraction, split_seed + c)]] = True
+        left = np.bincount(lab[~held], minlength=len(class_names))
+        starved = [class_names[c] for c in np.flatnonzero(left == 0)]
+        if starved:
+            raise ValueError(
+                f"validation_fraction {validation_fraction} carves every image of class(es) "
+                f"{starved} in {train_dir!r} into validation, leaving none to train on: lower "
+                "it, add images, or add a val/ folder beside train/."
+            )
         if held.any():
             names = np.asarray(paths, dtype=object)
             files["validation"] = (names[held].tolist(), lab[held].tolist())
             files["train"] = (names[~held].tolist(), lab[~held].tolist())
 
-    skipped: list[str] = []
-    shapes_seen: set[tuple[int, int]] = set()
     datasets: dict[str, tf.data.Dataset] = {}
     sizes: dict[str, int] = {}
     for ours, (paths, labels) in files.items():
         order = rng.permutation(len(paths))
-        paths = [paths[i] for i in order]
-        labels = [labels[i] for i in order]
-        if verify:
-            good, shapes = _verify(paths)
-            bad = sorted(set(range(len(paths))) - set(good.tolist()))
-            for i in bad:
-                logger.warning("Skipping unreadable or corrupt image file: %s", paths[i])
-            skipped.extend(paths[i] for i in bad)
-            paths = [paths[i] for i in good]
-            labels = [labels[i] for i in good]
-            shapes_seen.update(map(tuple, shapes.tolist()))
-        if not paths and ours == "train":
-            raise ValueError(
-                f"No readable images with extensions {list(IMAGE_EXTENSIONS)} "
-                f"under {str(layout['train'])!r}."
-            )
         ds = tf.data.Dataset.from_tensor_slices(
-            (tf.constant(paths, tf.string), tf.constant(labels, tf.int64))
+            (
+                tf.constant([paths[i] for i in order], tf.string),
+                tf.constant([labels[i] for i in order], tf.int64),
+            )
         )
         ds = ds.map(
             lambda p, y: (_decode_file(p), y),
@@ -631,6 +776,8 @@ def load_folder(
             ds = ds.ignore_errors()
         datasets[ours] = ds
         sizes[ours] = len(paths)
+    for path, warning in skipped:  # after the checks: an error stays one line
+        logger.warning(warning, path)
     if skipped:
         total = sum(sizes.values()) + len(skipped)
         logger.warning(
@@ -651,7 +798,7 @@ def load_folder(
         splits=datasets,
         num_examples=sizes,
         image_shape=image_shape,
-        skipped_files=tuple(skipped),
+        skipped_files=tuple(path for path, _ in skipped),
         exact_sizes=bool(verify),
         mirror_invariant=mirror_invariant,
     )

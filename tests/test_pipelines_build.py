@@ -370,17 +370,26 @@ def test_numpy_integers_are_accepted_and_bools_rejected():
 
 
 def test_a_batch_larger_than_the_data_is_an_error_not_an_endless_loop():
-    with pytest.raises(ValueError, match=r"global_batch_size 16 does not fit in the 10 training"):
+    with pytest.raises(ValueError) as info:
         pipelines.make_train_dataset(
             indexed(10), image_size=(8, 8), global_batch_size=16, **IDENTITY
         )
+    message = str(info.value)
+    assert "Batch size 16 (--batch-size) is larger than the 10 training examples" in message
+    assert "use --batch-size 10 or less" in message
+    assert "drop_remainder" not in message and "\n" not in message
     context = tf.distribute.InputContext(
-        num_input_pipelines=2, input_pipeline_id=0, num_replicas_in_sync=2
+        num_input_pipelines=2, input_pipeline_id=0, num_replicas_in_sync=4
     )
-    with pytest.raises(ValueError, match=r"\(7 per input pipeline of 2\)"):
+    # 15 examples: 7 per pipeline; a step takes batch / 2 from each, in multiples of 2.
+    with pytest.raises(ValueError, match=r"\(7 per input pipeline of 2\).*--batch-size 12 or"):
         pipelines.make_train_dataset(
             indexed(15), image_size=(8, 8), global_batch_size=16, input_context=context, **IDENTITY
         )
+    assert pipelines.largest_batch_size(15, num_input_pipelines=2, replicas=2) == 12
+    assert pipelines.steps_per_epoch(15, 12, num_input_pipelines=2) == 1
+    assert pipelines.steps_per_epoch(15, 16, num_input_pipelines=2) == 0
+    assert pipelines.largest_batch_size(10) == 10 and pipelines.largest_batch_size(3, 1, 4) == 0
 
 
 def test_unknown_size_with_several_pipelines_warns(caplog):

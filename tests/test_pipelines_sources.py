@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -142,13 +145,17 @@ def test_tfds_missing_data_says_how_to_get_it(tmp_path):
     with pytest.raises(DataUnavailableError) as info:
         pipelines.load("tfds:mnist", data_dir=str(tmp_path))
     message = str(info.value)
-    assert str(tmp_path) in message
+    assert str(tmp_path / "mnist") in message and "\n" not in message  # where it looked
+    assert "--download" in message and "--data-dir DIR" in message  # the CLI's flags
     assert "tfds build mnist --data_dir DIR" in message and "download=True" in message
 
 
-def test_tfds_manual_dataset_mentions_manual_dir(tmp_path):
-    with pytest.raises(DataUnavailableError, match=r"(?s)manual_dir=.*ILSVRC2012_img_train\.tar"):
+def test_tfds_manual_dataset_says_where_its_files_go(tmp_path):
+    with pytest.raises(DataUnavailableError) as info:
         pipelines.load("tfds:imagenet2012", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert str(tmp_path / "downloads" / "manual") in message and "--download" in message
+    assert "ILSVRC2012_img_train.tar" in message and "\n" not in message
 
 
 def test_tfds_failed_download_is_one_clear_error(tmp_path, monkeypatch):
@@ -158,9 +165,19 @@ def test_tfds_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
     with pytest.raises(DataUnavailableError) as info:
         pipelines.load("tfds:mnist", data_dir=str(tmp_path), download=True)
-    assert "ConnectionError: Failed to resolve host" in str(info.value)
-    assert "retry" not in str(info.value)
+    message = str(info.value)
+    assert "ConnectionError: Failed to resolve host" in message and "\n" not in message
+    assert "retry" not in message and "pass --download" not in message  # it was passed
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+    def missing_package(self, *args, **kwargs):
+        raise ModuleNotFoundError(
+            "No module named 'importlib_resources'", name="importlib_resources"
+        )
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", missing_package)
+    with pytest.raises(DataUnavailableError, match="install the Python package importlib_res"):
+        pipelines.load("tfds:mnist", data_dir=str(tmp_path), download=True)
 
 
 def test_tfds_unknown_and_unsuitable_datasets():
@@ -294,10 +311,125 @@ def test_folder_errors(tmp_path):
         pipelines.load(f"folder:{tmp_path / 'missing'}")
     with pytest.raises(ValueError, match="No class folders"):
         pipelines.load(f"folder:{tmp_path}")
-    (tmp_path / "train" / "a").mkdir(parents=True)
     (tmp_path / "test" / "zebra").mkdir(parents=True)
     _write(tmp_path / "train" / "a" / "x.png", np.zeros((4, 4, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"class folder\(s\) \['zebra'\].*\['a'\]"):
+    _write(tmp_path / "train" / "b" / "x.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['zebra'\].*\['a', 'b'\]"):
         pipelines.load(f"folder:{tmp_path}")
     with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\), got 1.5"):
         pipelines.load(f"folder:{tmp_path}", validation_fraction=1.5)
+
+
+def _two_classes(root: Path, per_class: int = 2) -> None:
+    for cls in ("cat", "dog"):
+        for k in range(per_class):
+            _write(root / cls / f"{k}.png", np.full((4, 4, 3), 40 * k + 7, np.uint8))
+
+
+def test_folder_reads_only_regular_files(tmp_path, caplog, monkeypatch):
+    """A FIFO named like an image would block reading forever; a socket, a directory named
+    like an image or a dangling link is no image either. A link to an image is one."""
+    root = tmp_path / "pets"
+    _two_classes(root)
+    cat = root / "cat"
+    os.mkfifo(cat / "fifo.jpg")
+    (cat / "folder.jpg").mkdir()
+    (cat / "gone.png").symlink_to(tmp_path / "missing.png")
+    (cat / "link.png").symlink_to(cat / "0.png")
+    monkeypatch.chdir(cat)  # a short relative path: socket paths are limited to ~100 bytes
+    server = socket.socket(socket.AF_UNIX)
+    server.bind("sock.png")
+    result: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            result["data"] = pipelines.load(f"folder:{root}", validation_fraction=0.0)
+        except Exception as exc:  # reported below
+            result["error"] = exc
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.sources"):
+        worker = threading.Thread(target=load, daemon=True)
+        worker.start()
+        worker.join(timeout=120)  # a safety net, not a timing: the fix never opens the FIFO
+        hung = worker.is_alive()
+        if hung:  # blocked opening the FIFO: give it a writer, then EOF, so the thread ends
+            os.close(os.open(cat / "fifo.jpg", os.O_WRONLY | os.O_NONBLOCK))
+            worker.join()
+    server.close()
+    assert not hung, "pipelines.load blocked opening the FIFO"
+    assert "error" not in result, result.get("error")
+    data = result["data"]
+    assert dict(data.num_examples) == {"train": 5}  # 4 images and the link to one
+    assert sorted(Path(p).name for p in data.skipped_files) == ["fifo.jpg", "gone.png", "sock.png"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("corrupt image file" in m and "gone.png" in m for m in messages)
+    assert any("not a regular file" in m and "fifo.jpg" in m for m in messages)
+    unverified = pipelines.load(f"folder:{root}", validation_fraction=0.0, verify=False)
+    assert dict(unverified.num_examples) == {"train": 5}
+
+
+def test_folder_with_one_class_is_an_error(tmp_path):
+    for k in range(3):
+        _write(tmp_path / "train" / "cat" / f"{k}.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(
+        ValueError, match=r"only 1 class folder, \['cat'\].*at least two class folders"
+    ):
+        pipelines.load(f"folder:{tmp_path}")
+
+
+def test_folder_class_without_readable_images_is_an_error(tmp_path):
+    _two_classes(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError) as info:
+        pipelines.load(f"folder:{tmp_path}")
+    message = str(info.value)
+    assert "['broken', 'empty']" in message and str(tmp_path) in message
+    assert "remove" in message and "\n" not in message
+
+
+def test_folder_of_only_corrupt_images_names_the_folder(tmp_path, caplog):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "x.png").write_bytes(b"not a png")
+    with (
+        caplog.at_level(logging.WARNING, logger="pipelines.sources"),
+        pytest.raises(ValueError) as info,
+    ):
+        pipelines.load(f"folder:{tmp_path}")
+    message = str(info.value)
+    assert f"None of the 2 image files under {str(tmp_path)!r} could be read" in message
+    assert str(tmp_path / "cat" / "x.png") in message and "\n" not in message
+    assert not caplog.records  # the error is the one line the user sees
+
+
+def test_validation_fraction_must_leave_every_class_training_images(tmp_path):
+    _write(tmp_path / "cat" / "0.png", np.zeros((4, 4, 3), np.uint8))
+    for k in range(10):
+        _write(tmp_path / "dog" / f"{k}.png", np.full((4, 4, 3), k, np.uint8))
+    with pytest.raises(ValueError, match=r"validation_fraction 0\.6 .*\['cat'\]"):
+        pipelines.load(f"folder:{tmp_path}", validation_fraction=0.6)
+    assert pipelines.load(f"folder:{tmp_path}", validation_fraction=0.4).num_examples == {
+        "train": 7,
+        "validation": 4,
+    }
+    no_train = r"validation_fraction 0\.9 .*no training examples"
+    with tfds.testing.mock_data(num_examples=1), pytest.raises(ValueError, match=no_train):
+        pipelines.load("tfds:mnist", download=True, validation_fraction=0.9)
+
+
+def test_tfds_incomplete_data_folder_is_data_unavailable(tmp_path):
+    """Only the metadata of a dataset (an interrupted copy): TFDS takes it as prepared."""
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
+    with pytest.raises(DataUnavailableError) as info:
+        pipelines.load("tfds:mnist", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert str(builder.data_path) in message and "incomplete" in message
+    assert "--download" in message and "\n" not in message
+    (builder.data_path / "dataset_info.json").write_text("{ not json")
+    with pytest.raises(DataUnavailableError, match=r"Could not open TFDS dataset 'mnist'"):
+        pipelines.load("tfds:mnist", data_dir=str(tmp_path))

@@ -69,16 +69,25 @@ class TrainData:
             self.num_train, config.batch_size, num_input_pipelines=self.num_input_pipelines
         )
         if self.steps_per_epoch < 1:
-            largest = self.num_train // self.num_input_pipelines
+            largest = pipelines.largest_batch_size(
+                self.num_train,
+                self.num_input_pipelines,
+                max(strategy.num_replicas_in_sync // self.num_input_pipelines, 1),
+            )
             raise ValueError(
                 f"--batch-size {config.batch_size} is larger than the {self.num_train} training "
-                f"images of {config.dataset}"
+                f"images of {config.dataset}; "
                 + (
-                    f" over {self.num_input_pipelines} input pipelines"
-                    if largest != self.num_train
-                    else ""
+                    f"pass --batch-size {largest} or less"
+                    + (
+                        f" (a multiple of the {strategy.num_replicas_in_sync} replicas)."
+                        if strategy.num_replicas_in_sync > 1
+                        else "."
+                    )
+                    if largest
+                    else f"use more training images than the {strategy.num_replicas_in_sync} "
+                    "replicas."
                 )
-                + f"; pass --batch-size {largest} or less."
             )
         self.stats: pipelines.ChannelStats | None = None
 
