@@ -15,7 +15,7 @@ from PIL import Image
 
 import zoo
 from zoo.config import RunOptions, TrainConfig
-from zoo.export import ExportError, check_name, export, load_source
+from zoo.export import LOCK_NAME, ExportError, check_name, export, export_finished_run, load_source
 from zoo.predict import main as predict_main
 from zoo.training import Trainer
 
@@ -159,7 +159,7 @@ def test_failed_export_leaves_no_version(trained_run, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_convert_onnx", broken)
     with pytest.raises(ExportError, match="simulated"):
         export(load_source(trained_run), out=tmp_path)
-    assert list((tmp_path / "resnet20").iterdir()) == []  # no version, no temporary folder
+    assert not (tmp_path / "resnet20").exists()  # no version, no temporary or empty folder
 
 
 def test_overwrite_is_refused_then_allowed(trained_run, tmp_path):
@@ -168,7 +168,25 @@ def test_overwrite_is_refused_then_allowed(trained_run, tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite"):
         export(source, out=tmp_path, version=3, onnx=False)
     again = export(source, out=tmp_path, version=3, onnx=False, overwrite=True)
-    assert again == first and sorted(p.name for p in (tmp_path / "resnet20").iterdir()) == ["3"]
+    names = sorted(p.name for p in (tmp_path / "resnet20").iterdir())
+    assert again == first and names == [LOCK_NAME, "3"]
+
+
+def test_export_after_training_reports_an_unwritable_folder(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    """``zoo.train --export`` when ``saved_models`` cannot be written: one line, no traceback."""
+    monkeypatch.chdir(tmp_path)
+    Path("saved_models").write_text("a file where the exports would go")
+    assert export_finished_run(trained_run) is False
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(
+        "error: the run finished but its export failed: cannot write saved_models/resnet20: "
+        "Not a directory;"
+    )
+    assert f"python -m zoo.export {trained_run} --out DIR" in lines[0]
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "", ".hidden", "x..y", "a b"])

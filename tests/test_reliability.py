@@ -238,3 +238,17 @@ def test_summary_of_a_huge_input_does_not_allocate_the_weights():
     assert rows[0]["total_params"] == 2_183_080_744
     peak_kib = int(result.stdout.split("PEAK")[1])  # the child's own peak resident size
     assert peak_kib < 3 * 1024**2, f"{peak_kib / 1024**2:.1f} GiB"
+
+
+def test_a_failed_export_after_training_comes_after_the_training_summary(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    Path("saved_models").write_text("a file where the exports would go")
+    run = tmp_path / "run"
+    assert main([*TINY, "--batch-size", "64", "--run-dir", str(run), "--export"]) == 2
+    out = capsys.readouterr()
+    assert "best val_accuracy at epoch 1" in out.out and f"Results: {run}" in out.out
+    errors = [line for line in out.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "export failed" in errors[0], out.err
+    assert (run / "metrics.json").is_file()

@@ -31,6 +31,11 @@ range test replaces or never uses (`SKIPPED_FIELDS`). The last line printed is
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # quiet TensorFlow's start before the imports below load it
+    from zoo.cli import start_tensorflow_for_main
+
+    start_tensorflow_for_main()
+
 import argparse
 import csv
 import dataclasses
@@ -50,6 +55,7 @@ import tensorflow as tf
 
 import zoo
 from pipelines import DataUnavailableError
+from zoo.cli import add_verbose_flag
 from zoo.config import TrainConfig
 from zoo.train import HelpFormatter, add_dataclass_flags
 from zoo.training.data import TrainData
@@ -438,6 +444,7 @@ def _by_reason() -> dict[str, list[str]]:
 def parse(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
     """The config and the range test's arguments; a bad value exits 2 with one error line."""
     parser = build_parser()
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     values = {
         f.name: getattr(args, f.name)

@@ -17,6 +17,11 @@ Layout of ``<directory>/<project>/``::
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # quiet TensorFlow's start before the imports below load it
+    from zoo.cli import start_tensorflow_for_main
+
+    start_tensorflow_for_main()
+
 import argparse
 import csv
 import dataclasses
@@ -34,6 +39,7 @@ from typing import Any
 import keras_tuner
 
 from tuning import space as spaces
+from zoo.cli import add_verbose_flag
 from zoo.config import RunOptions, TrainConfig
 from zoo.train import HelpFormatter, add_dataclass_flags
 from zoo.training.rundir import atomic_write_bytes, atomic_write_text
@@ -574,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: Sequence[str] | None) -> SearchArgs:
     parser = build_parser()
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     given = vars(_given_parser().parse_known_args(argv)[0])
     for name in (

@@ -96,3 +96,9 @@ def os_error_line(err: OSError, flags: str) -> str:
         errno.EEXIST: "it exists and is not a folder; choose another path with " + flags,
     }.get(err.errno, "check the path, or choose another with " + flags)
     return f"cannot write {path}: {reason}; {advice}."
+
+
+def start_tensorflow_for_main() -> None:
+    """`start_tensorflow` for a module run with ``python -m`` whose imports load TensorFlow:
+    called at its top, before them, verbose when ``-v``/``--verbose`` is among the arguments."""
+    start_tensorflow(verbose=any(arg in ("-v", "--verbose") for arg in sys.argv[1:]))

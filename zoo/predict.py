@@ -5,6 +5,10 @@
 ``--backend tf`` the SavedModel's ``serving_bytes`` signature does the decoding; with
 ``--backend onnx`` the images are prepared the same way and run in ONNX Runtime. A file that is
 missing or not an image is reported and the others are still classified (exit code 1 then).
+
+Before loading, the files the backend reads are checked against the sha256 sums in
+``metadata.json`` (``--no-verify`` skips it); a changed, damaged or missing file, a damaged
+``metadata.json`` or an export the backend cannot load is one error line and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,30 +17,164 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
+
+from zoo.cli import add_verbose_flag, start_tensorflow
+
+ONNX_FILE = "model.onnx"
+
+
+class DamagedExportError(ValueError):
+    """An export that cannot be served as it is: a file changed, damaged or missing."""
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as a short one-line reason."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _metadata_problem(metadata: Any) -> str | None:
+    """What is wrong with the fields of ``metadata.json`` that serving reads, or None."""
+    if not isinstance(metadata, dict):
+        return "is not a JSON object"
+    names = metadata.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "has no valid 'class_names'"
+    spec = metadata.get("input")
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    if not isinstance(shape, list) or len(shape) != 4 or not all(_positive(d) for d in shape[1:3]):
+        return "has no valid 'input' shape"
+    spec = metadata.get("bytes_input")
+    fraction = spec.get("crop_fraction") if isinstance(spec, dict) else None
+    if not _number(fraction) or not 0 < fraction <= 1:
+        return "has no valid 'bytes_input' crop_fraction"
+    return None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """A version directory's ``metadata.json``, checked for the fields serving reads.
+
+    Raises:
+        FileNotFoundError: there is none.
+        DamagedExportError: it is not JSON or lacks a field.
+    """
+    file = folder / "metadata.json"
+    try:
+        metadata = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder} is not an export (no metadata.json).") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedExportError(f"{file} is not valid JSON ({err}); export again.") from None
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise DamagedExportError(f"{file} {problem}; export again.")
+    return metadata
 
 
 def resolve(export: str) -> tuple[Path, dict]:
     """The version directory and its metadata."""
     path = Path(export)
-    if path.is_file() and path.suffix == ".onnx":
-        path = path.parent
-    elif path.is_dir() and not (path / "metadata.json").is_file():
+    if path.suffix == ".onnx" and not path.is_dir():
+        metadata = read_metadata(path.parent)
+        if not path.is_file():
+            folder = path.parent
+            if metadata.get("onnx") is None:
+                raise FileNotFoundError(
+                    f"{path} does not exist ({folder} was exported with --no-onnx); pass "
+                    f"{folder} with --backend tf, or export again without --no-onnx."
+                )
+            raise DamagedExportError(
+                f"{path} is missing (metadata.json lists it): the export is incomplete; "
+                "export again."
+            )
+        return path.parent, metadata
+    if path.is_dir() and not (path / "metadata.json").exists():
         from zoo.export import versions
 
         found = versions(path)
         if not found:
             raise FileNotFoundError(f"{export} holds no export version.")
         path = path / str(found[-1])
-    if not (path / "metadata.json").is_file():
-        raise FileNotFoundError(f"{export} is not an export (no metadata.json).")
-    return path, json.loads((path / "metadata.json").read_text())
+    if not path.exists():
+        raise FileNotFoundError(f"{export} does not exist.")
+    return path, read_metadata(path)
+
+
+def verify(folder: Path, metadata: dict, backend: str) -> None:
+    """Check the files ``backend`` reads (``model.onnx``, or the SavedModel's files) against
+    the sha256 sums in ``metadata.json``.
+
+    Raises:
+        DamagedExportError: naming the first file that is missing or does not match.
+    """
+    from zoo.export import file_sha256
+
+    sums = metadata.get("sha256")
+    if not isinstance(sums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in sums.items()
+    ):
+        raise DamagedExportError(
+            f"{folder / 'metadata.json'} has no valid 'sha256'; export again or pass --no-verify."
+        )
+    if backend == "onnx":
+        names = [ONNX_FILE]
+    else:
+        names = sorted(name for name in sums if name != ONNX_FILE)
+        if "saved_model.pb" not in names:
+            names.insert(0, "saved_model.pb")
+    for name in names:
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise DamagedExportError(
+                f"{folder / 'metadata.json'} lists {name!r}, outside the export; export again."
+            )
+        file = folder / relative
+        if name not in sums:
+            raise DamagedExportError(
+                f"{file} has no sha256 in metadata.json: the export was changed; export again or "
+                "pass --no-verify."
+            )
+        if not file.is_file():
+            raise DamagedExportError(
+                f"{file} is missing (metadata.json lists it): the export is incomplete; export "
+                "again or pass --no-verify."
+            )
+        if file_sha256(file) != sums[name]:
+            raise DamagedExportError(
+                f"{file} does not match the sha256 in metadata.json: the export was changed or "
+                "damaged; export again or pass --no-verify."
+            )
+
+
+def check_backend(folder: Path, metadata: dict, backend: str) -> None:
+    """Raise `FileNotFoundError` when ``backend`` is onnx and the export has no ONNX file."""
+    if backend == "onnx" and metadata.get("onnx") is None and not (folder / ONNX_FILE).exists():
+        raise FileNotFoundError(
+            f"{folder} has no model.onnx (it was exported with --no-onnx); use --backend tf, or "
+            "export again without --no-onnx."
+        )
 
 
 class Classifier:
-    """One backend's probabilities for one encoded image."""
+    """One backend's probabilities for one encoded image.
+
+    Raises:
+        FileNotFoundError: ``backend`` is onnx and the export has no ONNX file.
+        DamagedExportError: the backend's files are missing or cannot be loaded.
+    """
 
     def __init__(self, folder: Path, metadata: dict, backend: str) -> None:
         import tensorflow as tf
@@ -44,16 +182,38 @@ class Classifier:
         self.tf, self.metadata, self.backend = tf, metadata, backend
         size = metadata["input"]["shape"][1:3]
         self.size, self.crop = size, metadata["bytes_input"]["crop_fraction"]
+        check_backend(folder, metadata, backend)
         if backend == "tf":
-            self.signature = tf.saved_model.load(str(folder)).signatures["serving_bytes"]
+            other = ", or use --backend onnx" if (folder / ONNX_FILE).is_file() else ""
+            if not (folder / "saved_model.pb").is_file():
+                raise DamagedExportError(
+                    f"{folder / 'saved_model.pb'} is missing: the export is incomplete; export "
+                    f"again{other}."
+                )
+            try:
+                self.signature = tf.saved_model.load(str(folder)).signatures["serving_bytes"]
+            except Exception as err:  # TensorFlow raises many kinds for a damaged SavedModel
+                raise DamagedExportError(
+                    f"{folder} holds no loadable SavedModel ({_reason(err)}); export again{other}."
+                ) from None
         else:
             import onnxruntime
 
-            if not (folder / "model.onnx").is_file():
-                raise FileNotFoundError(f"{folder} has no model.onnx (exported with --no-onnx).")
-            self.session = onnxruntime.InferenceSession(
-                str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
-            )
+            path = folder / ONNX_FILE
+            if not path.is_file():
+                raise DamagedExportError(
+                    f"{path} is missing: the export is incomplete; export again, or use "
+                    "--backend tf."
+                )
+            try:
+                self.session = onnxruntime.InferenceSession(
+                    str(path), providers=["CPUExecutionProvider"]
+                )
+            except Exception as err:  # ONNX Runtime's errors have no common public base
+                raise DamagedExportError(
+                    f"{path} cannot be loaded by ONNX Runtime ({_reason(err)}); export again, or "
+                    "use --backend tf."
+                ) from None
 
     def probabilities(self, data: bytes) -> np.ndarray:
         tf = self.tf
@@ -81,14 +241,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="tf",
         help="run the SavedModel (tf) or model.onnx in ONNX Runtime (onnx)",
     )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip checking the export's files against the sha256 sums in its metadata.json",
+    )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    start_tensorflow(args.verbose)
     if args.top_k < 1:
         parser.error(f"--top-k must be >= 1, got {args.top_k}")
     try:
         folder, metadata = resolve(args.export)
+        check_backend(folder, metadata, args.backend)
+        if args.verify:
+            verify(folder, metadata, args.backend)
         classifier = Classifier(folder, metadata, args.backend)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, DamagedExportError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: cannot read {err.filename or args.export}: {err.strerror}", file=sys.stderr)
         return 2
     names = metadata["class_names"]
     failed = 0
