@@ -213,15 +213,17 @@ def test_multiworker_without_tf_config_is_warned_about():
 def test_first_screen_has_no_tensorflow_lines_and_names_the_devices(tmp_path):
     """Without TF_CPP_MIN_LOG_LEVEL set: stdout opens with the device line, and stderr holds
     the project's one error line and nothing of TensorFlow's (on a machine without a GPU it
-    printed ``E0000 ... failed call to cuInit``)."""
-    missing = tmp_path / "missing"
+    printed ``E0000 ... failed call to cuInit``) or of TFDS's (an absl warning about the empty
+    dataset folder)."""
+    (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)
     result = run_python(
-        f"import sys; from zoo.train import main; sys.exit(main(['--dataset', 'folder:{missing}']))"
+        "import sys; from zoo.train import main\n"
+        f"sys.exit(main(['--dataset', 'tfds:cifar10', '--data-dir', '{tmp_path}']))"
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stdout.splitlines()[0].startswith("devices: ")
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(tmp_path) in lines[0], lines
 
 
 def test_summary_of_a_huge_input_does_not_allocate_the_weights():

@@ -11,6 +11,7 @@ only if the start failed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import tempfile
@@ -43,6 +44,9 @@ def start_tensorflow(verbose: bool = False) -> None:
         tf.config.list_physical_devices()
         return
     os.environ[LOG_LEVEL_VARIABLE] = QUIET_LEVEL
+    # TensorFlow's and TFDS's Python-side chatter (absl warnings such as "Variant folder ... has
+    # no dataset_info.json" before the project's own one-line error) is hidden the same way.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as caught:
