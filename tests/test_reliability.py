@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import zoo
@@ -124,22 +126,38 @@ def test_unwritable_runs_dir_says_to_choose_a_writable_one(tmp_path, capsys, mon
     assert "Permission denied" in line and "can write to" in line
 
 
-def test_full_disk_after_an_epoch_keeps_it_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    write = RunDirectory.write_history
+@pytest.mark.parametrize("where", ["history", "checkpoint"])
+def test_full_disk_after_an_epoch_keeps_it_and_says_how_to_resume(
+    tmp_path, capsys, monkeypatch, where
+):
+    """The disk fills in epoch 2: writing its history row (Python raises OSError) or its
+    checkpoint (TensorFlow raises its own error)."""
     calls = []
+    if where == "history":
+        original = RunDirectory.write_history
 
-    def write_until_full(self, rows, fields):
-        calls.append(len(rows))
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "history.csv"))
-        write(self, rows, fields)
+        def full(self, rows, fields):
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "x"))
+            original(self, rows, fields)
 
-    monkeypatch.setattr(RunDirectory, "write_history", write_until_full)
+        monkeypatch.setattr(RunDirectory, "write_history", full)
+    else:
+        original = tf.train.CheckpointManager.save
+
+        def full(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:  # the initial checkpoint, epoch 1's, then epoch 2's
+                raise tf.errors.UnknownError(None, None, "epoch-2.index: No space left on device")
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
     run = tmp_path / "run"
-    assert main([*TINY, "--epochs", "2", "--run-dir", str(run)]) == 2
+    assert main([*TINY, "--batch-size", "128", "--epochs", "2", "--run-dir", str(run)]) == 2
     line = one_error(capsys)
     assert "No space left" in line and f"--resume {run}" in line
-    monkeypatch.setattr(RunDirectory, "write_history", write)
+    monkeypatch.undo()
     assert main(["--resume", str(run)]) == 0  # epoch 1 was kept; epoch 2 runs again
     assert [int(r["epoch"]) for r in RunDirectory.open(run).read_history()] == [1, 2]
 
@@ -157,19 +175,64 @@ def test_resume_after_the_classes_changed_names_them(tmp_path, capsys):
     assert json.loads((run / "data.json").read_text())["class_names"] == ["a", "b"]
 
 
-def test_a_run_that_fails_before_its_first_epoch_ends_leaves_nothing(tmp_path):
-    class Fail(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            raise RuntimeError("a failure in epoch 1")
+class FailAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise RuntimeError("a failure before epoch 1")
 
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_nothing_of_its_own(tmp_path):
+    config = TrainConfig(model="resnet20", width=0.125, batch_size=128, epochs=1)
     runs = tmp_path / "runs"
-    config = TrainConfig(model="resnet20", width=0.125, batch_size=64, epochs=1)
     trainer = Trainer(
-        config, options=RunOptions(runs_dir=str(runs), verbose=False), callbacks=[Fail()]
+        config, options=RunOptions(runs_dir=str(runs), verbose=False), callbacks=[FailAtStart()]
     )
-    with pytest.raises(RuntimeError, match="a failure in epoch 1"):
+    with pytest.raises(RuntimeError, match="before epoch 1"):
         trainer.fit()
     assert list(runs.iterdir()) == []
+    # A --run-dir the user made keeps what it held (here a tensorboard/ folder of their own).
+    mine = tmp_path / "mine"
+    (mine / "tensorboard").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    trainer = Trainer(
+        config, options=RunOptions(run_dir=str(mine), verbose=False), callbacks=[FailAtStart()]
+    )
+    with pytest.raises(RuntimeError, match="before epoch 1"):
+        trainer.fit()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "tensorboard"]
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_init_from(tmp_path):
+    """With no whole checkpoint (removed here, as a kill while writing the first leaves it),
+    --resume starts the run afresh: from --init-from's weights, with the new --epochs."""
+    source = tmp_path / "source.keras"
+    zoo.create_model("resnet20", width=0.125, classes=10).save(source)
+    keras.backend.clear_session()
+    run = tmp_path / "run"
+    config = TrainConfig(
+        model="resnet20", width=0.125, batch_size=128, epochs=1, init_from=str(source)
+    )
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(
+            config, options=RunOptions(run_dir=str(run), verbose=False), callbacks=[Stop()]
+        ).fit()
+    shutil.rmtree(run / "checkpoints")
+    trainer = Trainer.resume(run, epochs=2, options=RunOptions(verbose=False))
+    trainer.setup()
+    assert trainer.start_epoch == 0
+    reference = keras.saving.load_model(source, compile=False)
+    for name in ("conv1_conv", "conv2_block1_1_conv"):
+        for got, want in zip(
+            trainer.model.get_layer(name).get_weights(),
+            reference.get_layer(name).get_weights(),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    assert TrainConfig.load(run / "config.json").epochs == 2
 
 
 def test_settings_that_do_nothing_useful_are_warned_about(tmp_path, caplog):

@@ -106,3 +106,9 @@ def start_tensorflow_for_main() -> None:
     """`start_tensorflow` for a module run with ``python -m`` whose imports load TensorFlow:
     called at its top, before them, verbose when ``-v``/``--verbose`` is among the arguments."""
     start_tensorflow(verbose=any(arg in ("-v", "--verbose") for arg in sys.argv[1:]))
+
+
+def one_line(err: BaseException, limit: int = 240) -> str:
+    """An exception's message on one line, shortened to ``limit`` characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

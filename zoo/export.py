@@ -392,7 +392,11 @@ def _parity_images(source: Source) -> tuple[np.ndarray, str]:
         try:
             import pipelines
 
-            data = pipelines.load(source.dataset)
+            options: dict[str, Any] = {}
+            data_dir = (source.config or {}).get("data_dir")
+            if source.dataset.startswith("tfds:") and data_dir:
+                options["data_dir"] = data_dir  # where the run found it
+            data = pipelines.load(source.dataset, **options)
             split = "validation" if "validation" in data.splits else "train"
             from pipelines.augment import resize_and_center_crop
 
@@ -408,8 +412,8 @@ def _parity_images(source: Source) -> tuple[np.ndarray, str]:
             )
             images = list(batches.as_numpy_iterator())
             return np.stack(images).astype("float32"), f"{source.dataset}:{split}"
-        except (ValueError, OSError, tf.errors.OpError):
-            pass
+        except (ValueError, OSError, RuntimeError, tf.errors.OpError):
+            pass  # DataUnavailableError is a RuntimeError: the data moved or is gone
     rng = np.random.default_rng(0)
     pixels = rng.uniform(0, 255, size=(PARITY_IMAGES, *source.input_shape)).astype("float32")
     return pixels, "uniform random pixels (the dataset was not available)"

@@ -19,6 +19,8 @@ from typing import Any
 
 import keras
 
+from zoo.cli import one_line
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -127,6 +129,7 @@ _REGISTRY: dict[str, _Entry] = {}
 
 def register_model(info: ModelInfo, builder: Callable[..., keras.Model]) -> None:
     """Register ``builder`` under ``info.name``; a name can be registered only once."""
+    _register_families()  # the zoo's own names first, so a clash is the caller's error
     if info.name in _REGISTRY:
         raise ValueError(f"Model {info.name!r} is already registered.")
     _REGISTRY[info.name] = _Entry(info, builder)
@@ -292,12 +295,6 @@ def _load_weights(model: keras.Model, weights: str | os.PathLike[str]) -> None:
             f"{path} does not hold weights for this model ({model.name}, the same name, width "
             f"and classes are needed): {one_line(err)}"
         ) from None
-
-
-def one_line(err: BaseException, limit: int = 240) -> str:
-    """An exception's message on one line, shortened to ``limit`` characters."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_keras_file(path: str | os.PathLike[str]) -> None:

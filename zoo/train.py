@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
 from collections.abc import Sequence
 from typing import Any
 
-from zoo.cli import add_verbose_flag, device_line, os_error_line, start_tensorflow
+from zoo.cli import add_verbose_flag, device_line, one_line, os_error_line, start_tensorflow
 from zoo.config import RECIPE, RunOptions, TrainConfig
 
 EXIT_BAD_INPUT = 2
@@ -198,14 +199,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:
+        run = trainer.run if trainer is not None else None
         if err.errno is None:  # raised by the project with its own message
-            print(f"error: {err}", file=sys.stderr)
-        else:
+            line = str(err)
+        elif _is_output(err.filename, options, run):
             line = os_error_line(err, "--runs-dir/--run-dir")
-            run = trainer.run if trainer is not None else None
-            if run is not None and run.path.is_dir():
-                line += f" The finished epochs are kept: continue with --resume {run.path}"
-            print(f"error: {line}", file=sys.stderr)
+        else:  # something the run reads: data, --init-from
+            line = f"cannot read {err.filename}: {err.strerror}; check that path."
+        print(f"error: {line}{_kept(run)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except tf_errors() as err:  # TensorFlow's own file and memory failures (checkpoints, logs)
+        advice = (
+            " It ran out of memory: lower --batch-size (or --width)."
+            if "ResourceExhausted" in type(err).__name__
+            else ""
+        )
+        run = trainer.run if trainer is not None else None
+        print(f"error: {one_line(err)}.{advice}{_kept(run)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         where = f"--resume {trainer.run.path}" if trainer and trainer.run else "a new run"
@@ -233,6 +243,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not export_finished_run(metrics["run_dir"], "run"):
             return EXIT_BAD_INPUT
     return 0
+
+
+def tf_errors() -> type[Exception]:
+    """TensorFlow's error base class (imported only once TensorFlow has started)."""
+    import tensorflow as tf
+
+    return tf.errors.OpError
+
+
+def _is_output(filename: Any, options: RunOptions, run: Any) -> bool:
+    """Whether ``filename`` lies where this run writes (its run directory or runs dir)."""
+    if not filename:
+        return True
+    path = os.path.abspath(os.fsdecode(filename))
+    roots = [options.run_dir, options.runs_dir, run.path if run is not None else None]
+    for root in roots:
+        if root is not None:
+            top = os.path.abspath(os.fspath(root))
+            if path == top or path.startswith(top + os.sep) or top.startswith(path + os.sep):
+                return True
+    return False
+
+
+def _kept(run: Any) -> str:
+    """What a failed run keeps and how to go on, when it has a directory left."""
+    if run is not None and run.path.is_dir() and run.read_history():
+        return f" The finished epochs are kept: continue with --resume {run.path}"
+    return ""
 
 
 if __name__ == "__main__":

@@ -120,9 +120,7 @@ class NaNGuard(EngineCallback):
         if math.isfinite(loss):
             return
         trainer = self.trainer
-        last = (trainer.rows and trainer.last_manager.latest_checkpoint) or (
-            "none (no epoch had finished, so the run directory is removed)"
-        )
+        last = trainer.last_manager.latest_checkpoint or "none (no epoch had finished)"
         steps = int(logs.get("steps", 1))
         where = f"step {batch + 1}" if steps == 1 else f"steps {batch + 2 - steps}-{batch + 1}"
         raise TrainingDiverged(

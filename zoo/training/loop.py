@@ -192,9 +192,9 @@ class Trainer:
             self.checkpoint, rundir.LAST, self.options.keep_checkpoints
         )
         self.best_manager = self.run.checkpoint_manager(self.checkpoint, rundir.BEST, 1)
-        if self.resuming:
-            self._restore()
-        elif cfg.init_from:
+        if self.resuming and self._restore():
+            pass
+        elif cfg.init_from:  # a new run, or one resumed before its first whole checkpoint
             copied, fresh = copy_matching_weights(self.model, source_model(cfg.init_from))
             if copied == 0:
                 raise ValueError(f"no layer of {cfg.init_from} matches {cfg.model}.")
@@ -302,7 +302,9 @@ class Trainer:
         if self.chief:
             self.run.lock()
 
-    def _restore(self) -> None:
+    def _restore(self) -> bool:
+        """Restore the newest good checkpoint; False when the run has none and no finished
+        epoch (killed before its first whole checkpoint): it then starts from the beginning."""
         fresh = None
         if not self.run.read_history():  # a failed restore may have assigned some variables
             tracked = [*self.model.variables, self.epoch_var]
@@ -314,12 +316,13 @@ class Trainer:
         except rundir.NoCheckpointError:
             if fresh is None:
                 raise
-            # Killed before its first epoch's checkpoint was whole: the run is its configuration
-            # alone, and starting it again from its seed is what it would have done.
+            # The run is its configuration alone, and starting it again from its seed (and
+            # --init-from) is what it would have done.
             for variable, value in fresh:
                 variable.assign(value)
+            self._save_new_epochs()
             self.say(f"{self.run.path} has no finished epoch: starting it from the beginning")
-            return
+            return False
         done = int(self.epoch_var.numpy())
         if self.config.epochs < done:
             raise ValueError(
@@ -330,9 +333,13 @@ class Trainer:
         self.rows = [r for r in history if int(r["epoch"]) <= done]
         if self.chief and len(self.rows) != len(history):  # epochs after the checkpoint
             self.run.write_history(self.rows, cb.HISTORY_FIELDS)
+        self._save_new_epochs()
+        self.say(f"resumed {self.run.path} after epoch {done} ({prefix})")
+        return True
+
+    def _save_new_epochs(self) -> None:
         if self.chief and self.run.read_config() != self.config:  # a new --epochs
             self.run.write_config(self.config)
-        self.say(f"resumed {self.run.path} after epoch {done} ({prefix})")
 
     def _callbacks(self) -> keras.callbacks.CallbackList:
         ratios, gradients = cb.UpdateRatios(), cb.GradientNorms()
@@ -387,6 +394,7 @@ class Trainer:
                 f"Trainer.resume({str(self.run.path)!r}, epochs=N)."
             )
         self._fitted = True
+        started = False  # whether the first epoch began
         try:
             with self.runtime.active():
                 self.setup()
@@ -396,6 +404,7 @@ class Trainer:
                     self.last_manager.save(checkpoint_number=0)  # a good checkpoint from the start
                 self.model.stop_training = False
                 callbacks.on_train_begin()
+                started = True
                 iterator = iter(self.train_ds)
                 logs: dict[str, Any] = {}
                 for epoch in range(self.start_epoch, self.config.epochs):
@@ -415,10 +424,15 @@ class Trainer:
                 if self.babysitter.failure is not None:  # --strict-checks: after the bookkeeping
                     raise self.babysitter.failure
         except BaseException:
-            if self.run is not None and self.chief and not self.resuming and not self.rows:
-                # Failed or stopped before its first epoch ended: nothing worth resuming.
+            if self.run is not None and self.chief and not self.resuming and not started:
+                # Failed before its first epoch began (setup, the initial checkpoint, a
+                # callback's on_train_begin): nothing was trained, leave no half-made run. A run
+                # that fails later keeps its checkpoints, to inspect or --resume.
                 self.run.unlock()
-                self.run.discard(unfinished=True)
+                try:
+                    self.run.discard(unfinished=True)
+                except Exception as err:  # never hide the failure that brought us here
+                    cb.logger.warning("warning: could not remove %s: %s", self.run.path, err)
                 self.run = None
             raise
         finally:

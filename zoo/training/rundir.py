@@ -132,6 +132,7 @@ class RunDirectory:
         self.scratch = self.path / f".worker-{scratch}" if scratch else None
         self._lock_file: io.TextIOWrapper | None = None
         self.created = False  # whether this process made the folder (see `discard`)
+        self.preexisting: frozenset[str] = frozenset()  # what a given folder held before
 
     # Creation -------------------------------------------------------------------------------
 
@@ -149,6 +150,8 @@ class RunDirectory:
             run = cls(run_dir)
             run.created = not run.path.exists()
             run.path.mkdir(parents=True, exist_ok=True)
+            if not run.created:  # a folder the user made: `discard` leaves what it held
+                run.preexisting = frozenset(os.listdir(run.path))
             if not run._claim(config):
                 raise FileExistsError(
                     f"{run.path} already holds a run; continue it with --resume {run.path}, "
@@ -329,9 +332,11 @@ class RunDirectory:
             shutil.rmtree(self.path, ignore_errors=True)
             return
         for name in (LAST, BEST, LR_FIND, "tensorboard"):
-            shutil.rmtree(self.path / name, ignore_errors=True)
+            if name not in self.preexisting:
+                shutil.rmtree(self.path / name, ignore_errors=True)
         for name in (CONFIG, DATA, LEARNING_RATE, CHECKS, "channel_stats.json", ".lock"):
-            (self.path / name).unlink(missing_ok=True)
+            if name not in self.preexisting:
+                (self.path / name).unlink(missing_ok=True)
 
     def discard_scratch(self) -> None:
         if self.scratch is not None:

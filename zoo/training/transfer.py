@@ -6,7 +6,8 @@ from pathlib import Path
 
 import keras
 
-from zoo.registry import check_keras_file, one_line
+from zoo.cli import one_line
+from zoo.registry import check_keras_file
 from zoo.training.rundir import RunDirectory
 
 
