@@ -354,7 +354,9 @@ def test_training_and_evaluation_on_one_to_four_replicas():
         from zoo.training import Runtime, Trainer
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
-        config = TrainConfig(model="resnet20", width=0.125, epochs=1, batch_size=batch)
+        # Three training steps: evaluation, the subject, still covers every example.
+        config = TrainConfig(model="resnet20", width=0.125, epochs=1, batch_size=batch,
+                             overfit_batches=3)
         trainer = Trainer(config, runtime=Runtime(strategy),
                           options=RunOptions(run_dir=tempfile.mkdtemp(), verbose=False))
         trainer.setup()
