@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Sequence
@@ -160,7 +161,8 @@ def parse(
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, options, resume, epochs = parse(argv)
-    start_tensorflow(build_parser().parse_args(argv).verbose)
+    verbose = build_parser().parse_args(argv).verbose
+    start_tensorflow(verbose)
     print(device_line(), flush=True)
 
     # The data stack loads once the arguments are valid.
@@ -209,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {line}{_kept(run)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except tf_errors() as err:  # TensorFlow's own file and memory failures (checkpoints, logs)
+        if verbose:  # the whole story, for a bug report
+            traceback.print_exc()
         advice = (
             " It ran out of memory: lower --batch-size (or --width)."
             if "ResourceExhausted" in type(err).__name__
