@@ -183,11 +183,11 @@ def test_weights_round_trip(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, before it raises
 def test_weights_errors(tmp_path):
-    with pytest.raises(ValueError, match="No pretrained weights are downloaded"):
+    with pytest.raises(ValueError, match=r"resnet20 has no 'imagenet' weights; models with"):
         zoo.create_model("resnet20", weights="imagenet")
     with pytest.raises(FileNotFoundError, match=r"missing\.weights\.h5"):
         zoo.create_model("resnet20", weights=tmp_path / "missing.weights.h5")
     wrong = tmp_path / "other.weights.h5"
     zoo.create_model("resnet20", width=0.25).save_weights(wrong)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"{wrong} does not hold weights for this model"):
         zoo.create_model("resnet20", weights=wrong)  # width 1.0: shapes differ

@@ -117,6 +117,14 @@ class ModelInfo:
     classifier: str = "predictions"
     recipe: Recipe = Recipe()
 
+    @property
+    def weights(self) -> tuple[str, ...]:
+        """The pretrained weights ``create_model(name, weights=...)`` takes, e.g.
+        ``("imagenet",)`` (see `zoo.weights`)."""
+        from zoo.weights import available_weights
+
+        return available_weights(self.name)
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -207,8 +215,13 @@ def create_model(
         pooling: With ``include_top=False``: ``None`` (4-D feature map), ``"avg"`` or ``"max"``.
         classifier_activation: Activation of the final layer; ``None`` outputs logits.
         width: Multiplier for every layer's channels and hidden units.
-        weights: ``None`` (random initialisation) or a path to a ``.weights.h5`` or ``.keras``
-            file holding weights for exactly this configuration.
+        weights: ``None`` (random initialisation); ``"imagenet"`` for the models that
+            keras.applications publishes weights for (`zoo.weights.available_weights`),
+            converted exactly (downloaded and cached by Keras; offline, the error names the
+            file to copy in); a path to that published ``.h5`` file; or a path to a
+            ``.weights.h5`` or ``.keras`` file of the zoo's own for exactly this
+            configuration. With pretrained weights and ``classes`` other than theirs, the
+            backbone is pretrained and the classifier new.
         **overrides: Family options, e.g. ``small_inputs``, ``stride_in_1x1``, ``aux_logits``,
             ``dropout``, ``name``. Unset (``None``) values keep the model's own defaults.
 
@@ -250,6 +263,15 @@ def create_model(
             ) from err
 
     options = {k: v for k, v in overrides.items() if v is not None}
+    published = _published_weights(name, weights)
+    if published is not None:
+        shape, classes = _check_pretrained(name, published, shape, classes, include_top, width)
+        for option, value in published.options.items():
+            if options.setdefault(option, value) != value:
+                raise ValueError(
+                    f"{name}: {published.source}'s weights need {option}={value!r}; "
+                    f"got {options[option]!r}."
+                )
     params = inspect.signature(entry.builder).parameters
     bound = set(getattr(entry.builder, "keywords", {}))  # fixed by a functools.partial
     accepted = sorted(
@@ -273,17 +295,76 @@ def create_model(
         width=float(width),
         **options,
     )
-    if weights is not None:
+    if published is not None:
+        from zoo import weights as published_weights
+
+        file = None if weights == published.name else weights
+        source = published_weights.source_model(
+            published,
+            include_top=include_top and classes == published.classes,
+            input_shape=published.input_shape,
+            file=file,
+        )
+        first = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+        new_head = (info.classifier,) if classes != published.classes else ()
+        published_weights.convert(source, model, first_conv=first, skip=new_head)
+        del source
+    elif weights is not None:
         _load_weights(model, weights)
     return model
+
+
+def _published_weights(name: str, weights: Any) -> Any:
+    """The `zoo.weights.PretrainedWeights` that ``weights`` names (``"imagenet"``) or whose
+    published file it is (keras.applications' ``.h5``, not a ``.weights.h5``), else None."""
+    from zoo import weights as published_weights
+
+    if isinstance(weights, str) and not weights.endswith((".h5", ".keras")):
+        if os.sep in weights or os.path.exists(weights):
+            return None  # a path: _load_weights names what it accepts
+        return published_weights.pretrained(name, weights)
+    path = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else ""
+    if path.endswith(".h5") and not path.endswith(".weights.h5"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights file not found: {path}")
+        sets = published_weights.WEIGHTS.get(name, {})
+        if not sets:
+            raise ValueError(
+                f"{path}: a .h5 file is read as keras.applications' weights, and {name} has "
+                f"none; models that have: {', '.join(sorted(published_weights.WEIGHTS))}."
+            )
+        return next(iter(sets.values()))
+    return None
+
+
+def _check_pretrained(
+    name: str,
+    published: Any,
+    shape: tuple[int, int, int],
+    classes: int,
+    include_top: bool,
+    width: float,
+) -> tuple[tuple[int, int, int], int]:
+    if width != 1.0:
+        raise ValueError(f"{name}: pretrained weights are for width 1.0, got width={width}.")
+    if shape[2] != 3:
+        raise ValueError(f"{name}: pretrained weights take RGB images (3 channels).")
+    flattens = _entry(name).info.family in ("vgg", "alexnet")
+    if include_top and classes == published.classes and flattens and shape != published.input_shape:
+        raise ValueError(
+            f"{name}: its pretrained classifier takes {published.input_shape[0]}x"
+            f"{published.input_shape[1]} inputs (it flattens the feature map); pass that "
+            "input_shape, or include_top=False, or other classes for a new head."
+        )
+    return shape, classes
 
 
 def _load_weights(model: keras.Model, weights: str | os.PathLike[str]) -> None:
     path = os.fspath(weights)
     if not path.endswith((".weights.h5", ".keras")):
         raise ValueError(
-            f"weights must be None or a path to a '.weights.h5' or '.keras' file, got {path!r}. "
-            "No pretrained weights are downloaded: train one, or point at a file you have."
+            f"weights must be None, the name of pretrained weights (zoo.model_info(name)."
+            f"weights), or a path to a '.weights.h5' or '.keras' file; got {path!r}."
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")

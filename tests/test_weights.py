@@ -1,0 +1,142 @@
+"""Pretrained weights from keras.applications (`zoo.weights`), offline: keras.applications'
+models get random weights and random batch-norm statistics (far from 0 and 1), are saved in the
+format keras.applications downloads, and are loaded into the zoo's models through the
+converter; the zoo model fed through its own normalisation computes the same logits as
+keras.applications' model fed its own ``preprocess_input``, to 1e-4."""
+
+import os
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.saving import legacy_h5_format  # the format keras.applications serves
+
+import zoo
+from zoo import weights as pretrained
+
+PREPROCESS = {
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "vgg19": keras.applications.vgg19.preprocess_input,
+    "resnet50": keras.applications.resnet.preprocess_input,
+}
+
+
+def randomize(model: keras.Model, seed: int = 0) -> None:
+    """Random weights at a scale that keeps logits near 1 (float32 rounding of logits in the
+    hundreds would exceed 1e-4 by itself), and batch-norm statistics far from 0 and 1."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        values = layer.get_weights()
+        if not values:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = (v.shape for v in values)
+            values = [
+                rng.uniform(0.5, 1.5, gamma),
+                rng.normal(0, 0.5, beta),
+                rng.normal(0, 3, mean),
+                rng.uniform(0.5, 4, variance),
+            ]
+        else:
+            values = [
+                rng.normal(0, np.sqrt(1 / np.prod(v.shape[:-1])), v.shape)
+                if v.ndim > 1
+                else rng.normal(0, 0.1, v.shape)  # biases, folded into batch norm for ResNets
+                for v in values
+            ]
+            if layer.name in ("block1_conv1", "conv1_conv"):
+                values[0] = values[0] / 128  # Caffe-preprocessed pixels are about +-128
+        layer.set_weights([v.astype("float32") for v in values])
+
+
+def save_as_published(model: keras.Model, path) -> None:
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def logits_difference(name: str, source: keras.Model, model: keras.Model) -> float:
+    spec = pretrained.pretrained(name, "imagenet")
+    x = np.random.default_rng(1).uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    expected = source.predict(PREPROCESS[name](x * 255.0), verbose=0)
+    got = model.predict((x - np.float32(spec.mean)) / np.float32(spec.std), verbose=0)
+    assert np.abs(expected).max() > 0.1  # the comparison is of real outputs
+    return float(np.abs(expected - got).max())
+
+
+@pytest.mark.parametrize(("name", "application"), [("vgg16", "VGG16"), ("vgg19", "VGG19")])
+def test_vgg_weights_with_their_classifier_convert_exactly(name, application):
+    source = getattr(keras.applications, application)(
+        weights=None, input_shape=(32, 32, 3), classifier_activation=None
+    )
+    randomize(source)
+    spec = pretrained.pretrained(name, "imagenet")
+    model = zoo.create_model(name, input_shape=(32, 32, 3), **spec.options)
+    assert pretrained.convert(source, model, first_conv="block1_1_conv") == 16 + 3 * (
+        name == "vgg19"
+    )
+    assert logits_difference(name, source, model) < 1e-4
+
+
+def test_resnet_weights_from_the_published_file_convert_exactly(tmp_path):
+    """Biases folded into batch norm, the epsilon difference, stride in the 1x1 and BGR to
+    RGB: through ``create_model(weights=<the .h5 keras.applications downloads>)``."""
+    source = keras.applications.ResNet50(
+        weights=None, input_shape=(32, 32, 3), classifier_activation=None
+    )
+    randomize(source)
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    save_as_published(source, path)
+    model = zoo.create_model("resnet50", input_shape=(32, 32, 3), weights=str(path))
+    assert logits_difference("resnet50", source, model) < 1e-4
+    # The zoo's default (stride in the 3x3, torchvision's v1.5) would not compute the same.
+    with pytest.raises(ValueError, match="stride_in_1x1=True"):
+        zoo.create_model("resnet50", weights=str(path), stride_in_1x1=False)
+
+
+def test_a_new_head_on_a_pretrained_backbone(tmp_path):
+    source = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    randomize(source)
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    save_as_published(source, path)
+    backbone = zoo.create_model(
+        "vgg16", input_shape=(32, 32, 3), include_top=False, weights=str(path)
+    )
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    spec = pretrained.pretrained("vgg16", "imagenet")
+    np.testing.assert_allclose(
+        backbone.predict((x / 255 - np.float32(spec.mean)) / np.float32(spec.std), verbose=0),
+        source.predict(keras.applications.vgg16.preprocess_input(x.copy()), verbose=0),
+        atol=1e-4,
+    )
+    model = zoo.create_model("vgg16", input_shape=(32, 32, 3), classes=7, weights=str(path))
+    kernel = model.get_layer("block5_3_conv").get_weights()[0]
+    np.testing.assert_array_equal(kernel, source.get_layer("block5_conv3").get_weights()[0])
+    assert model.output.shape[-1] == 7
+
+
+def test_model_info_lists_the_weights_and_imagenet_elsewhere_names_those_with_them():
+    assert zoo.model_info("resnet50").weights == ("imagenet",)
+    assert zoo.model_info("resnet18").weights == ()
+    with pytest.raises(ValueError, match=r"resnet18 has no 'imagenet' weights.*resnet50"):
+        zoo.create_model("resnet18", weights="imagenet")
+    with pytest.raises(ValueError, match=r"width 1\.0"):
+        zoo.create_model("resnet50", weights="imagenet", width=0.5)
+
+
+def test_a_published_file_of_another_model_is_refused_naming_it(tmp_path):
+    source = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    save_as_published(source, path)
+    with pytest.raises(ValueError, match=rf"{path} is not keras.applications.VGG19's weights"):
+        zoo.create_model("vgg19", include_top=False, weights=str(path))
+
+
+def test_offline_imagenet_says_which_file_to_copy_where():
+    spec = pretrained.pretrained("vgg16", "imagenet")
+    cached = os.path.join(os.path.expanduser("~"), ".keras", "models", spec.file_no_top)
+    if os.path.exists(cached):
+        pytest.skip(f"{cached} is cached here, so nothing is fetched")
+    with pytest.raises(FileNotFoundError, match=spec.file_no_top) as info:
+        zoo.create_model("vgg16", include_top=False, weights="imagenet")
+    assert "weights='path/to/" in str(info.value)
