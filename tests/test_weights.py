@@ -140,3 +140,47 @@ def test_offline_imagenet_says_which_file_to_copy_where():
     with pytest.raises(FileNotFoundError, match=spec.file_no_top) as info:
         zoo.create_model("vgg16", include_top=False, weights="imagenet")
     assert "weights='path/to/" in str(info.value)
+
+
+def test_imagenet_class_names_are_shipped_in_the_classifiers_order():
+    names = pretrained.imagenet_class_names()
+    assert len(names) == len(set(names)) == 1000
+    assert names[:2] == ["tench", "goldfish"] and names[-1] == "toilet tissue"
+    assert names[638:640] == ["maillot", "maillot, tank suit"]  # a shared first synonym
+
+
+def test_an_exported_pretrained_model_names_imagenet_classes(tmp_path, capsys):
+    """Converted weights, saved, exported with ``--class-names imagenet`` and the weights'
+    normalisation: zoo.predict prints the ImageNet name of the model's own top class."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from zoo.export import decode_and_crop
+    from zoo.export import main as export_main
+    from zoo.predict import main as predict_main
+
+    source = keras.applications.ResNet50(
+        weights=None, input_shape=(64, 64, 3), classifier_activation=None
+    )
+    randomize(source)
+    published = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    save_as_published(source, published)
+    model = zoo.create_model("resnet50", input_shape=(64, 64, 3), weights=str(published))
+    model.save(tmp_path / "resnet50.keras")
+    spec = pretrained.pretrained("resnet50", "imagenet")
+    out = tmp_path / "exports"
+    normalisation = ["--mean", *map(str, spec.mean), "--std", *map(str, spec.std)]
+    keras_file = str(tmp_path / "resnet50.keras")
+    code = export_main(
+        [keras_file, "--out", str(out), "--no-onnx", "--class-names", "imagenet", *normalisation]
+    )
+    assert code == 0, capsys.readouterr().err
+    image = tmp_path / "image.png"
+    pixels = np.random.default_rng(3).integers(0, 256, (80, 96, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image)
+    x = decode_and_crop(tf.constant(image.read_bytes()), (64, 64)).numpy()[None]
+    top = int(np.argmax(model.predict((x / 255 - spec.mean) / spec.std, verbose=0)[0]))
+    capsys.readouterr()
+    assert predict_main([str(out / "resnet50" / "1"), str(image), "--top-k", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()[1].strip()
+    assert printed.startswith(pretrained.imagenet_class_names()[top] + " ")

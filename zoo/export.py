@@ -186,6 +186,10 @@ def load_source(
                 f"{path}: the model needs one image input of a fixed size (height, width, 3) "
                 "and one output of class scores."
             ) from None
+        if class_names is not None and list(class_names) == ["imagenet"]:
+            from zoo.weights import imagenet_class_names
+
+            class_names = imagenet_class_names()
         names = list(class_names) if class_names else [str(i) for i in range(classes)]
         if len(names) != classes:
             raise ValueError(f"{len(names)} class names for a model with {classes} classes.")
@@ -832,7 +836,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="per-channel standard deviation (> 0) for a .keras file",
     )
     parser.add_argument(
-        "--class-names", nargs="+", default=None, help="class names for a .keras file"
+        "--class-names",
+        nargs="+",
+        default=None,
+        help="class names for a .keras file; 'imagenet' for the 1000 ImageNet classes shipped "
+        "with the package (pretrained models)",
     )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)

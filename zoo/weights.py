@@ -19,7 +19,9 @@ preprocessing gives: ``(x - mean) / std == 255 * x - caffe_mean``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import keras
@@ -214,3 +216,16 @@ def _batch_norm(
         mean = mean - np.asarray(conv.bias)
     variance = variance + (other.epsilon - layer.epsilon)
     return [gamma, beta, mean, variance]
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, in the order of the published classifiers' outputs
+    (keras.applications' and torchvision's): each label's first WordNet synonym ("tench",
+    "goldfish"), or its whole label where that synonym is shared ("maillot" and "maillot, tank
+    suit"). Shipped in ``zoo/data/imagenet_classes.txt`` (the full labels, one per line, from
+    TensorFlow Datasets' list), so no download is needed."""
+    labels = resources.files("zoo").joinpath("data/imagenet_classes.txt").read_text("utf-8")
+    full = [line.strip() for line in labels.splitlines() if line.strip()]
+    first = [label.split(",")[0].strip() for label in full]
+    shared = {name for name, count in Counter(first).items() if count > 1}
+    return [label if name in shared else name for name, label in zip(first, full, strict=True)]
