@@ -10,6 +10,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import torchvision_reference as reference
 from keras.src.legacy.saving import legacy_h5_format  # the format keras.applications serves
 
 import zoo
@@ -116,8 +117,9 @@ def test_a_new_head_on_a_pretrained_backbone(tmp_path):
 
 
 def test_model_info_lists_the_weights_and_imagenet_elsewhere_names_those_with_them():
-    assert zoo.model_info("resnet50").weights == ("imagenet",)
-    assert zoo.model_info("resnet18").weights == ()
+    assert zoo.model_info("resnet50").weights == ("imagenet", "torchvision")
+    assert zoo.model_info("resnet18").weights == ("torchvision",)
+    assert zoo.model_info("alexnet").weights == ()
     with pytest.raises(ValueError, match=r"resnet18 has no 'imagenet' weights.*resnet50"):
         zoo.create_model("resnet18", weights="imagenet")
     with pytest.raises(ValueError, match=r"width 1\.0"):
@@ -184,3 +186,76 @@ def test_an_exported_pretrained_model_names_imagenet_classes(tmp_path, capsys):
     assert predict_main([str(out / "resnet50" / "1"), str(image), "--top-k", "1"]) == 0
     printed = capsys.readouterr().out.splitlines()[1].strip()
     assert printed.startswith(pretrained.imagenet_class_names()[top] + " ")
+
+
+# torchvision ------------------------------------------------------------------------------
+
+
+def write_safetensors(state: dict[str, np.ndarray], path) -> None:
+    """The safetensors layout: header length, JSON header, little-endian float32 data."""
+    import json
+
+    header, offset, chunks = {}, 0, []
+    for name, value in state.items():
+        data = np.ascontiguousarray(value, "<f4").tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(value.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        offset += len(data)
+        chunks.append(data)
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + b"".join(chunks))
+
+
+@pytest.mark.parametrize(("name", "side", "top"), reference.CASES, ids=lambda v: str(v))
+def test_torchvision_weights_convert_exactly(name, side, top, tmp_path):
+    """Against outputs torchvision computed from the same state dict (the fixture; see
+    tests/torchvision_reference.py). ResNet-18 and VGG-11-BN go through a .safetensors file."""
+    expected = np.load(reference.FIXTURE)[reference.key(name, side, top)]
+    family = "resnet" if name.startswith("resnet") else "vgg"
+    model = reference.zoo_model(name, side, top)
+    state = reference.random_state(model, family)
+    if name in ("resnet18", "vgg11_bn") and top:
+        path = tmp_path / f"{name}.safetensors"
+        write_safetensors(state, path)
+        model = zoo.create_model(
+            name, input_shape=(side, side, 3), classes=reference.CLASSES, weights=str(path)
+        )
+    else:
+        pretrained.convert_torchvision(state, model, family)
+    got = model.predict(reference.inputs(side), verbose=0)
+    assert got.shape == expected.shape
+    assert np.abs(expected).max() > 0.1
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_torchvision_files_of_the_wrong_model_or_format_are_named(tmp_path):
+    model = reference.zoo_model("resnet18", 64, True)
+    state = reference.random_state(model, "resnet")
+    path = tmp_path / "resnet18.safetensors"
+    write_safetensors(state, path)
+    with pytest.raises(
+        ValueError, match=r"layer conv2_block1_1_conv does not fit layer1\.0\.conv1"
+    ):
+        zoo.create_model("resnet50", input_shape=(64, 64, 3), classes=10, weights=str(path))
+    with pytest.raises(ValueError, match=r"resnet20 has no torchvision counterpart"):
+        zoo.create_model("resnet20", weights=str(path))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="is not a safetensors file"):
+        zoo.create_model("resnet18", weights=str(garbage))
+
+
+def test_offline_torchvision_names_the_file_and_a_pth_without_pytorch_says_so(tmp_path):
+    spec = pretrained.pretrained("resnet18", "torchvision")
+    cached = os.path.join(os.path.expanduser("~"), ".keras", "models", spec.file)
+    if not os.path.exists(cached):
+        with pytest.raises(FileNotFoundError, match=spec.file):
+            zoo.create_model("resnet18", weights="torchvision")
+    pth = tmp_path / "resnet18.pth"
+    pth.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="PyTorch"):  # needs it, or it cannot load this
+        zoo.create_model("resnet18", weights=str(pth))

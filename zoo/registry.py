@@ -295,7 +295,19 @@ def create_model(
         width=float(width),
         **options,
     )
-    if published is not None:
+    if published is not None and published.name == "torchvision":
+        from zoo import weights as published_weights
+
+        state = (
+            published_weights.fetch_torchvision(published)
+            if weights == published.name
+            else published_weights.read_state_dict(weights)
+        )
+        head = "fc.weight" if info.family == "resnet" else "classifier.6.weight"
+        same_head = head in state and state[head].shape[0] == classes
+        new_head = () if same_head else (info.classifier,)  # other classes: a fresh head
+        published_weights.convert_torchvision(state, model, info.family, skip=new_head)
+    elif published is not None:
         from zoo import weights as published_weights
 
         file = None if weights == published.name else weights
@@ -315,26 +327,45 @@ def create_model(
 
 
 def _published_weights(name: str, weights: Any) -> Any:
-    """The `zoo.weights.PretrainedWeights` that ``weights`` names (``"imagenet"``) or whose
-    published file it is (keras.applications' ``.h5``, not a ``.weights.h5``), else None."""
+    """The `zoo.weights.PretrainedWeights` that ``weights`` names (``"imagenet"``,
+    ``"torchvision"``) or whose published format the file has (keras.applications' ``.h5``, not
+    a ``.weights.h5``; torchvision's ``.safetensors``/``.pth``), else None."""
     from zoo import weights as published_weights
 
-    if isinstance(weights, str) and not weights.endswith((".h5", ".keras")):
+    published_file = (".h5", ".keras", ".safetensors", ".pth", ".pt")
+    if isinstance(weights, str) and not weights.endswith(published_file):
         if os.sep in weights or os.path.exists(weights):
             return None  # a path: _load_weights names what it accepts
         return published_weights.pretrained(name, weights)
     path = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else ""
+    if path.endswith((".safetensors", ".pth", ".pt")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights file not found: {path}")
+        having = _having("torchvision")
+        if name not in having:
+            raise ValueError(
+                f"{path}: a {os.path.splitext(path)[1]} file is read as torchvision's weights, "
+                f"and {name} has no torchvision counterpart; models that have: {', '.join(having)}."
+            )
+        return published_weights.WEIGHTS[name]["torchvision"]
     if path.endswith(".h5") and not path.endswith(".weights.h5"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"weights file not found: {path}")
-        sets = published_weights.WEIGHTS.get(name, {})
+        sets = {k: v for k, v in published_weights.WEIGHTS.get(name, {}).items() if k == "imagenet"}
         if not sets:
             raise ValueError(
                 f"{path}: a .h5 file is read as keras.applications' weights, and {name} has "
-                f"none; models that have: {', '.join(sorted(published_weights.WEIGHTS))}."
+                f"none; models that have: {', '.join(_having('imagenet'))}."
             )
         return next(iter(sets.values()))
     return None
+
+
+def _having(weights: str) -> list[str]:
+    """The models that have pretrained weights ``weights``."""
+    from zoo.weights import WEIGHTS
+
+    return sorted(model for model, sets in WEIGHTS.items() if weights in sets)
 
 
 def _check_pretrained(
