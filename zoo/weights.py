@@ -186,15 +186,21 @@ def convert(
             values = values[:1]  # its bias goes into the batch norm that follows (above)
         if layer.name == first_conv:
             values[0] = values[0][:, :, ::-1, :]  # BGR inputs to RGB
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [v.shape for v in values] != expected:
-            raise ValueError(
-                f"layer {layer.name} does not fit {other.name} of {source.name}: weights of "
-                f"shapes {[v.shape for v in values]}, expected {expected}."
-            )
-        layer.set_weights(values)
+        set_checked(layer, values, f"{other.name} of {source.name}")
         done += 1
     return done
+
+
+def set_checked(layer: Any, values: list[np.ndarray], what: str) -> None:
+    """``layer.set_weights(values)``, or a `ValueError` saying that ``layer`` does not fit
+    ``what`` (the source's layer) and which shapes differ."""
+    expected = [tuple(w.shape) for w in layer.weights]
+    if [v.shape for v in values] != expected:
+        raise ValueError(
+            f"layer {layer.name} does not fit {what}: shapes {[v.shape for v in values]}, "
+            f"expected {expected}."
+        )
+    layer.set_weights(values)
 
 
 def _source_name(name: str) -> str:
@@ -384,13 +390,7 @@ def convert_torchvision(
             layer, keras.layers.BatchNormalization
         ):
             values.append(take("bias"))
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [v.shape for v in values] != expected:
-            raise ValueError(
-                f"layer {name} does not fit {prefix} of the state dict: shapes "
-                f"{[v.shape for v in values]}, expected {expected}."
-            )
-        layer.set_weights(values)
+        set_checked(layer, values, f"{prefix} of the state dict")
         done += 1
     return done
 
