@@ -4,6 +4,7 @@ format keras.applications downloads, and are loaded into the zoo's models throug
 converter; the zoo model fed through its own normalisation computes the same logits as
 keras.applications' model fed its own ``preprocess_input``, to 1e-4."""
 
+import json
 import os
 
 import h5py
@@ -259,3 +260,10 @@ def test_offline_torchvision_names_the_file_and_a_pth_without_pytorch_says_so(tm
     pth.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="PyTorch"):  # needs it, or it cannot load this
         zoo.create_model("resnet18", weights=str(pth))
+
+
+def test_the_summary_shows_which_weights_a_model_has():
+    from zoo.summary import render, summarize
+
+    rows = json.loads(render([summarize("resnet50"), summarize("resnet20")], "json"))
+    assert [row["pretrained"] for row in rows] == ["imagenet, torchvision", ""]

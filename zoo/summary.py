@@ -156,6 +156,7 @@ COLUMNS = (
     ("published GMACs", "reference_gmacs"),
     ("activations MiB/image", "activation_mib"),
     ("weights MiB", "weight_mib"),
+    ("pretrained", "pretrained"),
 )
 
 
@@ -171,7 +172,18 @@ def _row(stats: ModelStats) -> dict:
         "reference_gmacs": None if ref is None else round(ref / 1e9, 3),
         "activation_mib": round(stats.activation_mib, 2),
         "weight_mib": round(stats.weight_mib, 2),
+        "pretrained": ", ".join(_pretrained(stats.model)),
     }
+
+
+def _pretrained(name: str) -> tuple[str, ...]:
+    """The published weights ``create_model(name, weights=...)`` converts (`zoo.weights`)."""
+    import zoo
+
+    try:
+        return zoo.model_info(name).weights
+    except ValueError:  # a model registered under another name
+        return ()
 
 
 def _cell(key: str, value) -> str:
