@@ -29,3 +29,14 @@ def run_script(script: str, timeout: float = 300) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])
+
+
+def assert_same_layer_weights(model, other, names) -> None:
+    """Every weight of each named layer is identical in ``model`` and ``other``."""
+    import numpy as np
+
+    for name in names:
+        got, want = model.get_layer(name).get_weights(), other.get_layer(name).get_weights()
+        assert len(got) == len(want), name
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)

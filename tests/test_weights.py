@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torchvision_reference as reference
 from keras.src.legacy.saving import legacy_h5_format  # the format keras.applications serves
+from scripts import assert_same_layer_weights
 
 import zoo
 from zoo import weights as pretrained
@@ -267,3 +268,33 @@ def test_the_summary_shows_which_weights_a_model_has():
 
     rows = json.loads(render([summarize("resnet50"), summarize("resnet20")], "json"))
     assert [row["pretrained"] for row in rows] == ["imagenet, torchvision", ""]
+
+
+def test_zoo_train_starts_from_published_weights_with_their_normalisation(tmp_path):
+    """``--weights FILE``: the model starts from the converted weights with a new head for the
+    data's classes, the data is normalised as the weights expect (recorded in data.json, which
+    exports read), and the run's own checkpoint rebuilds the same architecture."""
+    from zoo.config import RunOptions, TrainConfig
+    from zoo.training import Trainer, load_model
+
+    model = reference.zoo_model("resnet18", 64, True)
+    path = tmp_path / "resnet18.safetensors"
+    write_safetensors(reference.random_state(model, "resnet"), path)
+    config = TrainConfig(
+        model="resnet18", weights=str(path), epochs=1, batch_size=32, overfit_batches=2
+    )
+    trainer = Trainer(config, options=RunOptions(run_dir=str(tmp_path / "run"), verbose=False))
+    trainer.setup()
+    expected = zoo.create_model("resnet18", input_shape=(32, 32, 3), weights=str(path))
+    assert_same_layer_weights(trainer.model, expected, ("conv1_conv", "conv5_block2_2_bn"))
+    spec = pretrained.pretrained("resnet18", "torchvision")
+    assert trainer.model.output.shape[-1] == 10  # digits: a new head
+    trainer.fit()
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    np.testing.assert_allclose(data["mean"], spec.mean)
+    np.testing.assert_allclose(data["std"], spec.std)
+    loaded = load_model(tmp_path / "run", "last")
+    x = np.random.default_rng(4).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x).numpy(), trainer.model(x).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="give one of them"):
+        TrainConfig(model="resnet18", weights="torchvision", init_from=str(tmp_path / "run"))

@@ -166,6 +166,12 @@ class TrainConfig:
         "many un-augmented training batches (0: use the moving averages as they are)",
     )
     # Transfer learning.
+    weights: str | None = _opt(
+        None,
+        "start from published weights: imagenet or torchvision (python -m zoo.summary lists "
+        "which a model has), or their file (.h5, .safetensors, .pth); the data is normalised as "
+        "the weights expect, and other classes get a new head",
+    )
     init_from: str | None = _opt(
         None,
         "start from the weights of a run directory or a .keras "
@@ -178,6 +184,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.weights is not None and self.init_from is not None:
+            raise ValueError(
+                "weights and init_from both choose the starting weights; give one of them."
+            )
         for name in ("epochs", "batch_size"):
             _check(
                 self,

@@ -263,7 +263,9 @@ def create_model(
             ) from err
 
     options = {k: v for k, v in overrides.items() if v is not None}
-    published = _published_weights(name, weights)
+    from zoo.weights import published as find_published
+
+    published = find_published(name, weights)
     if published is not None:
         shape, classes = _check_pretrained(name, published, shape, classes, include_top, width)
         for option, value in published.options.items():
@@ -324,48 +326,6 @@ def create_model(
     elif weights is not None:
         _load_weights(model, weights)
     return model
-
-
-def _published_weights(name: str, weights: Any) -> Any:
-    """The `zoo.weights.PretrainedWeights` that ``weights`` names (``"imagenet"``,
-    ``"torchvision"``) or whose published format the file has (keras.applications' ``.h5``, not
-    a ``.weights.h5``; torchvision's ``.safetensors``/``.pth``), else None."""
-    from zoo import weights as published_weights
-
-    published_file = (".h5", ".keras", ".safetensors", ".pth", ".pt")
-    if isinstance(weights, str) and not weights.endswith(published_file):
-        if os.sep in weights or os.path.exists(weights):
-            return None  # a path: _load_weights names what it accepts
-        return published_weights.pretrained(name, weights)
-    path = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else ""
-    if path.endswith((".safetensors", ".pth", ".pt")):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"weights file not found: {path}")
-        having = _having("torchvision")
-        if name not in having:
-            raise ValueError(
-                f"{path}: a {os.path.splitext(path)[1]} file is read as torchvision's weights, "
-                f"and {name} has no torchvision counterpart; models that have: {', '.join(having)}."
-            )
-        return published_weights.WEIGHTS[name]["torchvision"]
-    if path.endswith(".h5") and not path.endswith(".weights.h5"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"weights file not found: {path}")
-        sets = {k: v for k, v in published_weights.WEIGHTS.get(name, {}).items() if k == "imagenet"}
-        if not sets:
-            raise ValueError(
-                f"{path}: a .h5 file is read as keras.applications' weights, and {name} has "
-                f"none; models that have: {', '.join(_having('imagenet'))}."
-            )
-        return next(iter(sets.values()))
-    return None
-
-
-def _having(weights: str) -> list[str]:
-    """The models that have pretrained weights ``weights``."""
-    from zoo.weights import WEIGHTS
-
-    return sorted(model for model, sets in WEIGHTS.items() if weights in sets)
 
 
 def _check_pretrained(

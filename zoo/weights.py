@@ -479,3 +479,41 @@ def fetch_torchvision(weights: PretrainedWeights) -> dict[str, np.ndarray]:
             "torchvision's names)."
         ) from None
     return read_state_dict(path)
+
+
+def published(name: str, weights: Any) -> PretrainedWeights | None:
+    """The `zoo.weights.PretrainedWeights` that ``weights`` names (``"imagenet"``,
+    ``"torchvision"``) or whose published format the file has (keras.applications' ``.h5``, not
+    a ``.weights.h5``; torchvision's ``.safetensors``/``.pth``), else None."""
+    published_file = (".h5", ".keras", ".safetensors", ".pth", ".pt")
+    if isinstance(weights, str) and not weights.endswith(published_file):
+        if os.sep in weights or os.path.exists(weights):
+            return None  # a path: _load_weights names what it accepts
+        return pretrained(name, weights)
+    path = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else ""
+    if path.endswith((".safetensors", ".pth", ".pt")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights file not found: {path}")
+        models = having("torchvision")
+        if name not in models:
+            raise ValueError(
+                f"{path}: a {os.path.splitext(path)[1]} file is read as torchvision's weights, "
+                f"and {name} has no torchvision counterpart; models that have: {', '.join(models)}."
+            )
+        return WEIGHTS[name]["torchvision"]
+    if path.endswith(".h5") and not path.endswith(".weights.h5"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights file not found: {path}")
+        sets = {k: v for k, v in WEIGHTS.get(name, {}).items() if k == "imagenet"}
+        if not sets:
+            raise ValueError(
+                f"{path}: a .h5 file is read as keras.applications' weights, and {name} has "
+                f"none; models that have: {', '.join(having('imagenet'))}."
+            )
+        return next(iter(sets.values()))
+    return None
+
+
+def having(weights: str) -> list[str]:
+    """The models that have pretrained weights ``weights``."""
+    return sorted(model for model, sets in WEIGHTS.items() if weights in sets)

@@ -6,6 +6,7 @@ only applies it to a `TrainConfig` and hands the results to the strategy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 import pipelines
 import zoo
+from zoo import weights as zoo_weights
 from zoo.config import TrainConfig
 
 logger = logging.getLogger("zoo.train")
@@ -90,6 +92,10 @@ class TrainData:
                 )
             )
         self.stats: pipelines.ChannelStats | None = None
+        # Published weights bring their own normalisation (and architecture options).
+        self.published = (
+            zoo_weights.published(config.model, config.weights) if config.weights else None
+        )
 
     def check_source(self) -> None:
         """Refuse data a run cannot learn from or judge: fewer than two classes, or an empty
@@ -113,12 +119,18 @@ class TrainData:
                 )
 
     def load_stats(self, cache_dir: str | Path | None) -> pipelines.ChannelStats:
-        """Normalisation and PCA statistics of the training split (cached in ``cache_dir``)."""
+        """Normalisation and PCA statistics of the training split (cached in ``cache_dir``).
+        With published ``weights`` the normalisation is theirs (what they were trained with);
+        the PCA lighting statistics stay the data's."""
         if cache_dir is None:
             self.stats = pipelines.compute_stats(self.source, max_examples=STATS_EXAMPLES)
         else:
             self.stats = pipelines.load_or_compute_stats(
                 self.source, cache_dir, max_examples=STATS_EXAMPLES
+            )
+        if self.published is not None:
+            self.stats = dataclasses.replace(
+                self.stats, mean=tuple(self.published.mean), std=tuple(self.published.std)
             )
         return self.stats
 

@@ -48,6 +48,7 @@ def build_model(config: TrainConfig, data: TrainData, runtime: Runtime) -> keras
                 classes=data.classes,
                 width=config.width,
                 dropout=config.dropout,
+                weights=config.weights,  # published weights (zoo.weights), converted
             )
     finally:
         random.setstate(saved[0])
@@ -91,10 +92,12 @@ class Trainer:
             config.strategy, config.precision, config.deterministic
         )
         self.runtime.check(config)
-        if self.config.freeze_backbone and not self.config.init_from and _resume is None:
+        starts = self.config.init_from or self.config.weights
+        if self.config.freeze_backbone and not starts and _resume is None:
             cb.logger.warning(
-                "warning: --freeze-backbone without --init-from trains only the classifier on "
-                "a randomly initialised backbone; give --init-from RUN_DIR_OR_.keras"
+                "warning: --freeze-backbone without --init-from or --weights trains only the "
+                "classifier on a randomly initialised backbone; give --weights imagenet (or "
+                "torchvision), or --init-from RUN_DIR_OR_.keras"
             )
         self.user_callbacks = list(callbacks)
         self.run: RunDirectory | None = _resume

@@ -51,6 +51,7 @@ import keras
 import tensorflow as tf
 
 import zoo
+from zoo import weights as zoo_weights
 from zoo.config import TrainConfig, read_json_file
 from zoo.training.runtime import dtype_policy
 
@@ -350,6 +351,9 @@ class RunDirectory:
         """The run's model, freshly initialised, built under ``precision``."""
         config = self.read_config()
         data = self.read_json(DATA)
+        # Published weights built the model with their options (keras.applications' ResNets:
+        # stride_in_1x1); the same architecture takes the run's checkpoint.
+        published = zoo_weights.published(config.model, config.weights) if config.weights else None
         with dtype_policy(precision):
             return zoo.create_model(
                 config.model,
@@ -357,6 +361,7 @@ class RunDirectory:
                 classes=len(data["class_names"]),
                 width=config.width,
                 dropout=config.dropout,
+                **(published.options if published is not None else {}),
             )
 
     def load_model(self, which: str = "best", precision: str = "float32") -> tuple[Any, str]:
