@@ -186,7 +186,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.weights is not None and self.init_from is not None:
             raise ValueError(
-                "weights and init_from both choose the starting weights; give one of them."
+                "weights (--weights) and init_from (--init-from) both choose the starting "
+                "weights; give one of them."
             )
         for name in ("epochs", "batch_size"):
             _check(

@@ -110,7 +110,7 @@ def pretrained(model: str, name: str) -> PretrainedWeights:
         having = sorted(m for m, sets in WEIGHTS.items() if name in sets)
         raise ValueError(
             f"{model} has no {name!r} weights; models with them: {', '.join(having) or 'none'}. "
-            "Train it, or pass weights=PATH to a file of the zoo's own."
+            "Train it, or start from a file of the zoo's own (weights=PATH, or --init-from)."
         )
     return found
 
