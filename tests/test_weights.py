@@ -306,8 +306,37 @@ def test_zoo_train_starts_from_published_weights_with_their_normalisation(tmp_pa
     data = json.loads((tmp_path / "run" / "data.json").read_text())
     np.testing.assert_allclose(data["mean"], spec.mean)
     np.testing.assert_allclose(data["std"], spec.std)
+    path.unlink()  # the run rebuilds its architecture without the file it started from
     loaded = load_model(tmp_path / "run", "last")
     x = np.random.default_rng(4).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x).numpy(), trainer.model(x).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="give one of them"):
         TrainConfig(model="resnet18", weights="torchvision", init_from=str(tmp_path / "run"))
+
+
+def test_weights_names_win_over_folders_and_torchvision_bottlenecks_keep_their_stride(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imagenet").mkdir()  # a data folder of that name does not hide the weights
+    with pytest.raises(ValueError, match="alexnet has no 'imagenet' weights"):
+        zoo.create_model("alexnet", weights="imagenet")
+    file = tmp_path / "resnet50.safetensors"
+    file.write_bytes(b"")  # refused before it is read
+    with pytest.raises(ValueError, match="stride_in_1x1=False"):
+        zoo.create_model("resnet50", weights=str(file), stride_in_1x1=True)
+
+
+def test_torchvision_vgg_at_another_size_with_new_classes_gets_a_whole_new_classifier(tmp_path):
+    """torchvision's VGG classifier needs 224x224 inputs: at 32x32 with other classes, the
+    convolutions are converted and fc1, fc2 and the classifier are new."""
+    features = reference.zoo_model("vgg11", 32, False)
+    state = reference.random_state(features, "vgg")
+    path = tmp_path / "vgg11.safetensors"
+    write_safetensors(state, path)
+    model = zoo.create_model("vgg11", input_shape=(32, 32, 3), classes=7, weights=str(path))
+    np.testing.assert_array_equal(
+        model.get_layer("block5_2_conv").get_weights()[0],
+        state["features.18.weight"].transpose(2, 3, 1, 0),
+    )
+    assert model.output.shape[-1] == 7

@@ -307,7 +307,14 @@ def create_model(
         )
         head = "fc.weight" if info.family == "resnet" else "classifier.6.weight"
         same_head = head in state and state[head].shape[0] == classes
-        new_head = () if same_head else (info.classifier,)  # other classes: a fresh head
+        new_head: tuple[str, ...] = () if same_head else (info.classifier,)  # a fresh head
+        if include_top and info.family == "vgg" and not same_head:
+            height, width, channels = published_weights.flattened(model)
+            fc1 = state.get("classifier.0.weight")
+            if fc1 is None or fc1.shape[1] != height * width * channels:
+                # Not 224x224 inputs (or a file without the classifier): the whole classifier
+                # is new, as keras.applications' weights without the top give it.
+                new_head = ("fc1", "fc2", info.classifier)
         published_weights.convert_torchvision(state, model, info.family, skip=new_head)
     elif published is not None:
         from zoo import weights as published_weights

@@ -269,7 +269,9 @@ for _model, _file in TORCHVISION_FILES.items():
         file_no_top=_file,
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
-        options={"small_inputs": False},
+        # torchvision's bottlenecks stride in the 3x3 (v1.5), the zoo's default: insist on it.
+        options={"small_inputs": False}
+        | ({"stride_in_1x1": False} if _model in ("resnet50", "resnet101", "resnet152") else {}),
     )
 
 
@@ -374,7 +376,7 @@ def convert_torchvision(
         else:
             weight = take("weight")
             if name == "fc1":
-                height, width, channels = _flattened(model)
+                height, width, channels = flattened(model)
                 if weight.shape[1] != height * width * channels:
                     raise ValueError(
                         f"{prefix}.weight takes {weight.shape[1]} inputs; layer {name} gets "
@@ -395,7 +397,7 @@ def convert_torchvision(
     return done
 
 
-def _flattened(model: keras.Model) -> tuple[int, int, int]:
+def flattened(model: keras.Model) -> tuple[int, int, int]:
     """The (height, width, channels) feature map that VGG's ``flatten`` layer flattens."""
     height, width, channels = (int(d) for d in model.get_layer("flatten").input.shape[1:])
     return height, width, channels
@@ -486,6 +488,8 @@ def published(name: str, weights: Any) -> PretrainedWeights | None:
     ``"torchvision"``) or whose published format the file has (keras.applications' ``.h5``, not
     a ``.weights.h5``; torchvision's ``.safetensors``/``.pth``), else None."""
     published_file = (".h5", ".keras", ".safetensors", ".pth", ".pt")
+    if isinstance(weights, str) and weights in ("imagenet", "torchvision"):
+        return pretrained(name, weights)  # a name, even beside a folder of that name
     if isinstance(weights, str) and not weights.endswith(published_file):
         if os.sep in weights or os.path.exists(weights):
             return None  # a path: _load_weights names what it accepts
@@ -517,3 +521,20 @@ def published(name: str, weights: Any) -> PretrainedWeights | None:
 def having(weights: str) -> list[str]:
     """The models that have pretrained weights ``weights``."""
     return sorted(model for model, sets in WEIGHTS.items() if weights in sets)
+
+
+def architecture_options(model: str, weights: str | None) -> dict[str, Any]:
+    """The builder options that ``weights`` (a name or a published file, as a run's config
+    records it) imply for ``model``, decided from the name or the file's suffix alone: a run
+    trained from a file rebuilds after the file is gone."""
+    if not weights:
+        return {}
+    name = str(weights)
+    if name.endswith((".safetensors", ".pth", ".pt")):
+        kind = "torchvision"
+    elif name.endswith(".h5") and not name.endswith(".weights.h5"):
+        kind = "imagenet"
+    else:
+        kind = name
+    found = WEIGHTS.get(model, {}).get(kind)
+    return dict(found.options) if found is not None else {}

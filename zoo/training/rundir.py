@@ -353,7 +353,7 @@ class RunDirectory:
         data = self.read_json(DATA)
         # Published weights built the model with their options (keras.applications' ResNets:
         # stride_in_1x1); the same architecture takes the run's checkpoint.
-        published = zoo_weights.published(config.model, config.weights) if config.weights else None
+        options = zoo_weights.architecture_options(config.model, config.weights)
         with dtype_policy(precision):
             return zoo.create_model(
                 config.model,
@@ -361,7 +361,7 @@ class RunDirectory:
                 classes=len(data["class_names"]),
                 width=config.width,
                 dropout=config.dropout,
-                **(published.options if published is not None else {}),
+                **options,
             )
 
     def load_model(self, which: str = "best", precision: str = "float32") -> tuple[Any, str]:
