@@ -107,9 +107,9 @@ def pretrained(model: str, name: str) -> PretrainedWeights:
     have such weights when ``model`` has none."""
     found = WEIGHTS.get(model, {}).get(name)
     if found is None:
-        having = sorted(m for m, sets in WEIGHTS.items() if name in sets)
         raise ValueError(
-            f"{model} has no {name!r} weights; models with them: {', '.join(having) or 'none'}. "
+            f"{model} has no {name!r} weights; models with them: "
+            f"{', '.join(having(name)) or 'none'}. "
             "Train it, or start from a file of the zoo's own (weights=PATH, or --init-from)."
         )
     return found
