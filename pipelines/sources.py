@@ -1,4 +1,4 @@
-"""Image-classification data sources behind one registry: ``pipelines.load(source, **options)``.
+r"""Image-classification data sources behind one registry: ``pipelines.load(source, **options)``.
 
 Sources:
 
@@ -8,6 +8,9 @@ Sources:
 * ``tfds:<name>[:<config>]``: a TensorFlow Datasets image-classification dataset.
 * ``folder:<path>``: a folder with one sub-folder per class, optionally inside ``train/``,
   ``val/`` (or ``validation/``) and ``test/``.
+* ``files:<path>``: image files anywhere under one folder, labelled by their file names with
+  ``label_regex`` (fast.ai's ``from_name_re``), e.g. Oxford-IIIT Pet's ``images/`` with
+  ``label_regex=r"^(.+)_\d+\.jpg$"``.
 
 Every split yields ``(image uint8 [H, W, 3], label int64 [])`` in a fixed order. Sources without
 a validation split get one carved from train, deterministically from ``split_seed``.
@@ -21,6 +24,8 @@ import functools
 import inspect
 import logging
 import os
+import re
+import shlex
 import stat
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -55,13 +60,15 @@ class ImageDataset:
             are dropped only while reading (so ``steps_per_epoch`` computed from it may exceed
             the steps an epoch really has).
         image_shape: ``(H, W, 3)`` when every image has that shape, else ``None``.
-        skipped_files: Paths left out (folder source): files that could not be decoded, and
-            image-named paths that are no regular file (FIFOs, sockets, devices, dangling
-            links).
+        skipped_files: Paths left out (folder and files sources): files that could not be
+            decoded, and image-named paths that are no regular file (FIFOs, sockets, devices,
+            dangling links).
         exact_sizes: Whether ``num_examples`` are exact counts (False: upper bounds).
         mirror_invariant: Whether a horizontally mirrored image is still an example of its
             class. False for digits and text (a mirrored 2 is not a 2): the ``auto``
             augmentation then leaves flips off (see ``pipelines.resolve_augment``).
+        unlabelled_files: Paths left out because their names give no label (files source:
+            image files whose base name ``label_regex`` does not match); empty otherwise.
     """
 
     name: str
@@ -72,6 +79,7 @@ class ImageDataset:
     skipped_files: tuple[str, ...] = ()
     exact_sizes: bool = True
     mirror_invariant: bool = True
+    unlabelled_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -117,11 +125,15 @@ def available_sources() -> list[str]:
 
 
 def load(source: str, **options: Any) -> ImageDataset:
-    """Loads an image-classification dataset.
+    r"""Loads an image-classification dataset.
 
     Args:
-        source: ``"digits"``, ``"tfds:<name>[:<config>]"`` or ``"folder:<path>"``.
-        **options: Loader options; see ``load_digits``, ``load_tfds`` and ``load_folder``.
+        source: ``"digits"``, ``"tfds:<name>[:<config>]"``, ``"folder:<path>"`` or
+            ``"files:<path>"`` (which needs ``label_regex``, e.g.
+            ``load("files:/data/pets/images", label_regex=r"^(.+)_\d+\.jpg$")``).
+        **options: Loader options; see ``load_digits``, ``load_tfds``, ``load_folder`` and
+            ``load_files``. An option a source does not take (e.g. ``label_regex`` for
+            ``folder:``) is an error.
 
     Returns:
         The dataset with its splits, class names and sizes.
@@ -624,6 +636,125 @@ def _verify(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(index), np.concatenate(shapes)
 
 
+def _verify_splits(
+    files: dict[str, tuple[list[str], list[int]]], skipped: list[tuple[str, str]]
+) -> set[tuple[int, int]]:
+    """Decodes every file of every split once: drops the unreadable ones from ``files`` (in
+    place), adds them to ``skipped`` and returns the ``(H, W)`` shapes seen."""
+    shapes_seen: set[tuple[int, int]] = set()
+    for ours, (paths, labels) in files.items():
+        good, shapes = _verify(paths)
+        kept = set(good.tolist())
+        for i in range(len(paths)):
+            if i not in kept:
+                skipped.append((paths[i], CORRUPT_WARNING))
+        files[ours] = ([paths[i] for i in good], [labels[i] for i in good])
+        shapes_seen.update(map(tuple, shapes.tolist()))
+    return shapes_seen
+
+
+def _carve_validation(
+    files: dict[str, tuple[list[str], list[int]]],
+    class_names: Sequence[str],
+    validation_fraction: float,
+    split_seed: int,
+    *,
+    where: str,
+    remedy: str,
+) -> None:
+    """Moves a seeded ``validation_fraction`` of each class of ``files["train"]`` into
+    ``files["validation"]`` (class ``c`` is carved with seed ``split_seed + c``).
+
+    Raises:
+        ValueError: The carving leaves a class no training image; the message names the
+            class(es), ``where`` they are and ends with ``remedy``.
+    """
+    if validation_fraction <= 0:
+        return
+    paths, labels = files["train"]
+    lab = np.asarray(labels)
+    held = np.zeros(len(lab), bool)
+    for c in range(len(class_names)):
+        members = np.flatnonzero(lab == c)
+        held[members[_seeded_holdout(len(members), validation_fraction, split_seed + c)]] = True
+    left = np.bincount(lab[~held], minlength=len(class_names))
+    starved = [class_names[c] for c in np.flatnonzero(left == 0)]
+    if starved:
+        raise ValueError(
+            f"validation_fraction {validation_fraction} carves every image of class(es) "
+            f"{starved} in {where!r} into validation, leaving none to train on: {remedy}."
+        )
+    if held.any():
+        names = np.asarray(paths, dtype=object)
+        files["validation"] = (names[held].tolist(), lab[held].tolist())
+        files["train"] = (names[~held].tolist(), lab[~held].tolist())
+
+
+def _image_dataset(
+    name: str,
+    root: Path,
+    class_names: Sequence[str],
+    files: Mapping[str, tuple[list[str], list[int]]],
+    skipped: Sequence[tuple[str, str]],
+    shapes_seen: set[tuple[int, int]],
+    *,
+    split_seed: int,
+    verify: bool,
+    mirror_invariant: bool,
+    unlabelled: Sequence[str] = (),
+) -> ImageDataset:
+    """The ``ImageDataset`` of checked file lists: each split decodes its files in a fixed
+    order shuffled by ``split_seed``; the ``skipped`` files are logged here, after every
+    check (so an error stays the one line the user sees)."""
+    rng = np.random.default_rng(split_seed)
+    datasets: dict[str, tf.data.Dataset] = {}
+    sizes: dict[str, int] = {}
+    for ours, (paths, labels) in files.items():
+        order = rng.permutation(len(paths))
+        ds = tf.data.Dataset.from_tensor_slices(
+            (
+                tf.constant([paths[i] for i in order], tf.string),
+                tf.constant([labels[i] for i in order], tf.int64),
+            )
+        )
+        ds = ds.map(
+            lambda p, y: (_decode_file(p), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if not verify:
+            ds = ds.ignore_errors()
+        datasets[ours] = ds
+        sizes[ours] = len(paths)
+    for path, warning in skipped:
+        logger.warning(warning, path)
+    if skipped:
+        total = sum(sizes.values()) + len(skipped)
+        logger.warning(
+            "Skipped %d unreadable image file(s) of %d under %s.", len(skipped), total, root
+        )
+
+    image_shape = None
+    if verify and len(shapes_seen) == 1:
+        h, w = next(iter(shapes_seen))
+        image_shape = (int(h), int(w), 3)
+        datasets = {
+            k: ds.map(lambda x, y: (tf.ensure_shape(x, image_shape), y))
+            for k, ds in datasets.items()
+        }
+    return ImageDataset(
+        name=name,
+        class_names=tuple(class_names),
+        splits=datasets,
+        num_examples=sizes,
+        image_shape=image_shape,
+        skipped_files=tuple(path for path, _ in skipped),
+        exact_sizes=bool(verify),
+        mirror_invariant=mirror_invariant,
+        unlabelled_files=tuple(unlabelled),
+    )
+
+
 @register_source("folder", "folder:<path>")
 def load_folder(
     argument: str,
@@ -705,16 +836,8 @@ def load_folder(
             files[ours] = (p, lab)
             skipped.extend(left_out)
 
-    shapes_seen: set[tuple[int, int]] = set()
-    if verify:  # before carving, so validation_fraction shares out readable images only
-        for ours, (paths, labels) in files.items():
-            good, shapes = _verify(paths)
-            kept = set(good.tolist())
-            for i in range(len(paths)):
-                if i not in kept:
-                    skipped.append((paths[i], CORRUPT_WARNING))
-            files[ours] = ([paths[i] for i in good], [labels[i] for i in good])
-            shapes_seen.update(map(tuple, shapes.tolist()))
+    # Before carving, so validation_fraction shares out readable images only.
+    shapes_seen = _verify_splits(files, skipped) if verify else set()
 
     paths, labels = files["train"]
     if not paths:
@@ -737,68 +860,208 @@ def load_folder(
             "add images (every class folder becomes a class the model must predict)."
         )
 
-    rng = np.random.default_rng(split_seed)
-    if "validation" not in files and validation_fraction > 0:
-        lab = np.asarray(labels)
-        held = np.zeros(len(lab), bool)
-        for c in range(len(class_names)):
-            members = np.flatnonzero(lab == c)
-            held[members[_seeded_holdout(len(members), validation_fraction, split_seed + c)]] = True
-        left = np.bincount(lab[~held], minlength=len(class_names))
-        starved = [class_names[c] for c in np.flatnonzero(left == 0)]
-        if starved:
-            raise ValueError(
-                f"validation_fraction {validation_fraction} carves every image of class(es) "
-                f"{starved} in {train_dir!r} into validation, leaving none to train on: lower "
-                "it, add images, or add a val/ folder beside train/."
-            )
-        if held.any():
-            names = np.asarray(paths, dtype=object)
-            files["validation"] = (names[held].tolist(), lab[held].tolist())
-            files["train"] = (names[~held].tolist(), lab[~held].tolist())
-
-    datasets: dict[str, tf.data.Dataset] = {}
-    sizes: dict[str, int] = {}
-    for ours, (paths, labels) in files.items():
-        order = rng.permutation(len(paths))
-        ds = tf.data.Dataset.from_tensor_slices(
-            (
-                tf.constant([paths[i] for i in order], tf.string),
-                tf.constant([labels[i] for i in order], tf.int64),
-            )
+    if "validation" not in files:
+        _carve_validation(
+            files,
+            class_names,
+            validation_fraction,
+            split_seed,
+            where=train_dir,
+            remedy="lower it, add images, or add a val/ folder beside train/",
         )
-        ds = ds.map(
-            lambda p, y: (_decode_file(p), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        if not verify:
-            ds = ds.ignore_errors()
-        datasets[ours] = ds
-        sizes[ours] = len(paths)
-    for path, warning in skipped:  # after the checks: an error stays one line
-        logger.warning(warning, path)
-    if skipped:
-        total = sum(sizes.values()) + len(skipped)
-        logger.warning(
-            "Skipped %d unreadable image file(s) of %d under %s.", len(skipped), total, root
-        )
-
-    image_shape = None
-    if verify and len(shapes_seen) == 1:
-        h, w = next(iter(shapes_seen))
-        image_shape = (int(h), int(w), 3)
-        datasets = {
-            k: ds.map(lambda x, y: (tf.ensure_shape(x, image_shape), y))
-            for k, ds in datasets.items()
-        }
-    return ImageDataset(
-        name=f"folder:{argument}",
-        class_names=tuple(class_names),
-        splits=datasets,
-        num_examples=sizes,
-        image_shape=image_shape,
-        skipped_files=tuple(path for path, _ in skipped),
-        exact_sizes=bool(verify),
+    return _image_dataset(
+        f"folder:{argument}",
+        root,
+        class_names,
+        files,
+        skipped,
+        shapes_seen,
+        split_seed=split_seed,
+        verify=verify,
         mirror_invariant=mirror_invariant,
+    )
+
+
+# ----------------------------------------------------------------------------- files
+
+PETS_REGEX = r"^(.+)_\d+\.jpg$"  # Oxford-IIIT Pet: great_pyrenees_173.jpg -> great_pyrenees
+UNLABELLED_SHOWN = 5  # unlabelled file names named in the warning
+
+
+def _quote(text: str) -> str:
+    """``text`` as a shell user would type it (``'^(.+)_\\d+\\.jpg$'``); ``repr`` when it has
+    characters that would break the one-line message."""
+    return shlex.quote(text) if text.isprintable() else repr(text)
+
+
+def _label_pattern(label_regex: str | None, argument: str) -> tuple[re.Pattern[str], int | str]:
+    """The compiled ``label_regex`` and the group holding the class: ``label`` if the regex
+    names one, else the first."""
+    example = (
+        f"e.g. --label-regex {_quote(PETS_REGEX)} for Oxford-IIIT Pet names like "
+        "great_pyrenees_173.jpg"
+    )
+    if label_regex is None:
+        raise ValueError(
+            f"files:{argument} needs --label-regex REGEX, searched in each file name, whose "
+            f"first capture group is the class, {example} (from Python: label_regex=REGEX)."
+        )
+    if not isinstance(label_regex, str) or not label_regex:
+        raise ValueError(f"--label-regex must be a non-empty string, got {label_regex!r}.")
+    try:
+        pattern = re.compile(label_regex)
+    except re.error as exc:
+        raise ValueError(
+            f"--label-regex {_quote(label_regex)} is not a valid regular expression: {exc}."
+        ) from None
+    if pattern.groups == 0:
+        raise ValueError(
+            f"--label-regex {_quote(label_regex)} has no capture group: put the class part of "
+            f"the file name in parentheses, {example}."
+        )
+    return pattern, "label" if "label" in pattern.groupindex else 1
+
+
+@register_source("files", "files:<path>")
+def load_files(
+    argument: str,
+    *,
+    label_regex: str | None = None,
+    validation_fraction: float = 0.1,
+    split_seed: int = 0,
+    verify: bool = True,
+    mirror_invariant: bool = True,
+) -> ImageDataset:
+    """Image files under one folder, labelled by their names (fast.ai's ``from_name_re``).
+
+    Files ending in .jpg, .jpeg, .png, .bmp or .gif (any case) are found recursively under the
+    folder (hidden files and folders are ignored; FIFOs, sockets, devices and dangling links
+    are skipped with a warning, as for ``folder:``). ``re.search(label_regex, base_name)``
+    labels each file: the class is the group named ``label`` if the regex has one, else its
+    first group. Class names are the sorted distinct classes. Files whose name does not
+    match (or whose group is empty or takes no part in the match) are left out, logged in one
+    warning and listed in ``unlabelled_files``. A stratified ``validation_fraction`` of each
+    class is carved out as validation exactly as ``folder:`` does; there is no test split.
+
+    Args:
+        argument: The folder path.
+        label_regex: Required. E.g. ``r"^(.+)_\\d+\\.jpg$"`` for Oxford-IIIT Pet's
+            ``images/`` (``great_pyrenees_173.jpg`` is ``great_pyrenees``).
+        validation_fraction: Share of each class carved out as validation.
+        split_seed: Seed of that carving and of the fixed shuffled file order.
+        verify: As for ``load_folder``: decode every file once now, leaving out (logged and
+            counted in ``skipped_files``) the unreadable ones.
+        mirror_invariant: Whether a mirrored image keeps its class.
+
+    Returns:
+        The dataset, with ``train`` and (unless too small to carve) ``validation`` splits.
+
+    Raises:
+        FileNotFoundError: The folder does not exist.
+        ValueError: No ``label_regex``, an invalid one, one without a capture group, no
+            image file that it matches, fewer than two classes, a class per file, a class
+            without readable images, or a ``validation_fraction`` that leaves a class no
+            training images.
+    """
+    pattern, group = _label_pattern(label_regex, argument)
+    regex = _quote(pattern.pattern)
+    _check_fraction("validation_fraction", validation_fraction)
+    _check_bool("mirror_invariant", mirror_invariant)
+    root = Path(argument).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder {str(root)!r} does not exist or is not a folder.")
+    found, skipped = _list_images(root)
+    if not found:
+        if skipped:
+            raise ValueError(
+                f"None of the {len(skipped)} image files under {str(root)!r} could be read "
+                f"(not regular files or dangling links, e.g. {skipped[0][0]!r}): replace them "
+                f"with readable {'/'.join(IMAGE_EXTENSIONS)} images."
+            )
+        raise ValueError(
+            f"No image files ({'/'.join(IMAGE_EXTENSIONS)}) under {str(root)!r}: files:PATH "
+            "reads the images anywhere under PATH."
+        )
+
+    named: list[tuple[str, str]] = []  # (path, class)
+    unlabelled: list[str] = []
+    for path in found:
+        match = pattern.search(os.path.basename(path))
+        label = match.group(group) if match else None
+        if label:
+            named.append((path, label))
+        else:
+            unlabelled.append(path)
+    shown = [os.path.relpath(p, root) for p in unlabelled[:UNLABELLED_SHOWN]]
+    if not named:
+        raise ValueError(
+            f"None of the {len(found)} image files under {str(root)!r} match --label-regex "
+            f"{regex} (e.g. {', '.join(shown[:3])}): it is searched in each file's base name "
+            "and its capture group must pick out the class."
+        )
+    class_names = sorted({label for _, label in named})
+    if len(class_names) < MIN_CLASSES:
+        raise ValueError(
+            f"--label-regex {regex} gives the {len(named)} matching file(s) under "
+            f"{str(root)!r} one class only, {class_names[0]!r}: a classifier needs at least two "
+            "classes; the capture group must pick out the class part of the name (e.g. "
+            f"{_quote(PETS_REGEX)} gives 'great_pyrenees' for great_pyrenees_173.jpg)."
+        )
+    if len(class_names) == len(named):
+        raise ValueError(
+            f"--label-regex {regex} gives each of the {len(named)} matching files under "
+            f"{str(root)!r} a class of its own (e.g. {named[0][1]!r}): the capture group "
+            "must pick out the class part of the name, not its unique part (e.g. "
+            f"{_quote(PETS_REGEX)} gives 'great_pyrenees' for great_pyrenees_173.jpg)."
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    files: dict[str, tuple[list[str], list[int]]] = {
+        "train": ([p for p, _ in named], [index[label] for _, label in named])
+    }
+    shapes_seen = _verify_splits(files, skipped) if verify else set()
+
+    paths, labels = files["train"]
+    if not paths:
+        raise ValueError(
+            f"None of the {len(named)} image files under {str(root)!r} that match "
+            f"--label-regex {regex} could be read (corrupt or unreadable, e.g. "
+            f"{named[0][0]!r}): replace them with readable {'/'.join(IMAGE_EXTENSIONS)} images."
+        )
+    per_class = np.bincount(labels, minlength=len(class_names))
+    empty = [class_names[c] for c in np.flatnonzero(per_class == 0)]
+    if empty:
+        raise ValueError(
+            f"Class(es) {empty} under {str(root)!r} (from --label-regex {regex}) have no "
+            "readable images: replace or remove their files (every class becomes one the "
+            "model must predict)."
+        )
+    _carve_validation(
+        files,
+        class_names,
+        validation_fraction,
+        split_seed,
+        where=str(root),
+        remedy="lower it or add images",
+    )
+    if unlabelled:  # after the checks: an error stays one line
+        more = len(unlabelled) - len(shown)
+        logger.warning(
+            "files:%s: %d of %d image files do not match --label-regex %s and are left out: %s",
+            argument,
+            len(unlabelled),
+            len(found),
+            regex,
+            ", ".join(shown) + (f" and {more} more" if more else ""),
+        )
+    return _image_dataset(
+        f"files:{argument}",
+        root,
+        class_names,
+        files,
+        skipped,
+        shapes_seen,
+        split_seed=split_seed,
+        verify=verify,
+        mirror_invariant=mirror_invariant,
+        unlabelled=unlabelled,
     )
