@@ -311,7 +311,7 @@ def test_loss_scaling_skips_a_step_that_overflowed_on_any_replica():
             t = Trainer(cfg, options=RunOptions(run_dir=tempfile.mkdtemp(), verbose=False))
             t.setup()
             before = [v.numpy() for v in t.model.trainable_variables]
-            optimizer = t.optimisation.groups[0].optimizer
+            optimizer = t.optimisation.optimizer
             scale = float(optimizer.dynamic_scale.numpy())
             x = np.ones((8, 32, 32, 3), "float32")
             x[4:] = np.inf

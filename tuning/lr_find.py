@@ -266,12 +266,23 @@ def _build(
 ) -> tuple[keras.Model, Optimisation]:
     """The model (as `zoo.training.Trainer` builds it) and its ramped optimisation."""
     model = build_model(config, data, runtime)
-    if config.init_from:
-        from zoo.training.transfer import copy_matching_weights, source_model
-
-        if copy_matching_weights(model, source_model(config.init_from))[0] == 0:
-            raise ValueError(f"no layer of {config.init_from} matches {config.model}.")
     classifier = zoo.model_info(config.model).classifier
+    if config.init_from:
+        from zoo.training.transfer import (
+            copy_matching_weights,
+            source_class_names,
+            source_model,
+        )
+
+        # As the engine starts it: fine-tuning trains a new classifier unless the classes match.
+        names = [str(n) for n in data.source.class_names]
+        new_head = config.fine_tune and source_class_names(config.init_from) != names
+        skip = (classifier,) if new_head else ()
+        if copy_matching_weights(model, source_model(config.init_from), skip)[0] == 0:
+            raise ValueError(f"no layer of {config.init_from} matches {config.model}.")
+    if config.fine_tune and config.freeze_epochs:
+        # The learning rate of fine-tuning is the first stage's: the classifier alone.
+        config = dataclasses.replace(config, fine_tune=False, freeze_backbone=True)
     with runtime.strategy.scope():
         optimisation = range_optimisation(
             config, model, classifier, runtime.precision, start_lr, end_lr, steps
@@ -288,15 +299,16 @@ def range_optimisation(
     end_lr: float,
     steps: int,
 ) -> Optimisation:
-    """Parameter groups as the engine makes them (``freeze_backbone``, ``backbone_lr_mult``),
-    each optimizer on an `ExponentialRange`. Builds slots: call inside the strategy's scope."""
+    """The optimizer as the engine makes it (``freeze_backbone``; the backbone at
+    ``backbone_lr_mult`` times the rate) on an `ExponentialRange`. Builds slots: call inside
+    the strategy's scope."""
     return build_optimisation(
         config,
         model,
         classifier,
         steps,
         precision,
-        schedule_for=lambda multiplier: ExponentialRange(start_lr, end_lr, steps, multiplier),
+        schedule=ExponentialRange(start_lr, end_lr, steps),
     )
 
 

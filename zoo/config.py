@@ -31,6 +31,7 @@ RECIPE_FIELDS = (
     "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay", "weight_decay_mode",
     "schedule", "warmup_epochs", "label_smoothing", "batch_size",
 )  # fmt: skip
+FINE_TUNE_BACKBONE_LR_MULT = 0.1  # fine-tuning's default (fast.ai's discriminative rates)
 RECIPE = "; default: the model's recipe (python -m zoo.summary --recipes)"
 AUTO = "auto"
 
@@ -64,10 +65,17 @@ class TrainConfig:
     # What to train on what.
     model: str = _opt("resnet20", "model name from the registry (python -m zoo.summary lists them)")
     dataset: str = _opt(
-        "digits", "'digits' (embedded, offline), 'tfds:NAME[:CONFIG]' or 'folder:PATH'"
+        "digits",
+        "'digits' (embedded, offline), 'tfds:NAME[:CONFIG]', 'folder:PATH' (a folder per "
+        "class) or 'files:PATH' (labelled by --label-regex)",
     )
     data_dir: str | None = _opt(None, "TFDS data directory (tfds datasets only)")
     download: bool = _opt(False, "let TFDS download a missing dataset (needs network)")
+    label_regex: str | None = _opt(
+        None,
+        "files:PATH only: a regular expression searched in each file name whose first group "
+        r"is the class, e.g. '^(.+)_\d+\.jpg$' for Oxford-IIIT Pet's images/",
+    )
     image_size: int | None = _opt(
         None,
         "square input side; default: the dataset's image size, "
@@ -178,9 +186,20 @@ class TrainConfig:
         "file; layers whose shapes differ (a new head) stay fresh",
     )
     freeze_backbone: bool = _opt(False, "train only the classifier (batch norm frozen too)")
-    backbone_lr_mult: float = _opt(
-        1.0,
-        "learning-rate multiplier of every layer but the classifier (e.g. 0.1 when fine-tuning)",
+    backbone_lr_mult: float | None = _opt(
+        None,
+        "learning-rate multiplier of every layer but the classifier; default: 0.1 with "
+        "--fine-tune, 1 otherwise",
+    )
+    fine_tune: bool = _opt(
+        False,
+        "the transfer-learning recipe (fast.ai's fine_tune) from --weights or --init-from: "
+        "stage 1 trains the new classifier alone for --freeze-epochs (backbone frozen, batch "
+        "norm in inference mode), stage 2 trains every layer for --epochs with the backbone at "
+        "--backbone-lr-mult, each stage with a fresh optimizer, warm-up and schedule",
+    )
+    freeze_epochs: int = _opt(
+        1, "with --fine-tune: epochs of stage 1 (the classifier alone) before --epochs of all"
     )
 
     def __post_init__(self) -> None:
@@ -197,7 +216,17 @@ class TrainConfig:
                 or (isinstance(getattr(self, name), int) and getattr(self, name) >= 1),
                 "an integer >= 1",
             )
-        for name in ("overfit_batches", "early_stopping", "bn_recalibration"):
+        if self.fine_tune and self.weights is None and self.init_from is None:
+            raise ValueError(
+                "fine_tune (--fine-tune) needs starting weights: --weights imagenet (or "
+                "torchvision, or a weights file) or --init-from RUN_DIR_OR_.keras."
+            )
+        if self.fine_tune and self.freeze_backbone:
+            raise ValueError(
+                "fine_tune (--fine-tune) unfreezes the backbone after --freeze-epochs; "
+                "freeze_backbone (--freeze-backbone) keeps it frozen: give one of them."
+            )
+        for name in ("overfit_batches", "early_stopping", "bn_recalibration", "freeze_epochs"):
             _check(
                 self,
                 name,
@@ -214,7 +243,7 @@ class TrainConfig:
         )
         for name in ("weight_decay", "warmup_epochs", "backbone_lr_mult", "momentum"):
             value = getattr(self, name)
-            unset = name in RECIPE_FIELDS and value is None
+            unset = (name in RECIPE_FIELDS or name == "backbone_lr_mult") and value is None
             _check(self, name, unset or (_finite(value) and value >= 0), ">= 0")
         _check(
             self,
@@ -283,6 +312,26 @@ class TrainConfig:
             if value is not None and value != default:
                 out[f.name] = value
         return out
+
+    @property
+    def backbone_multiplier(self) -> float:
+        """``backbone_lr_mult`` with its default resolved: 0.1 when fine-tuning, else 1."""
+        if self.backbone_lr_mult is not None:
+            return float(self.backbone_lr_mult)
+        return FINE_TUNE_BACKBONE_LR_MULT if self.fine_tune else 1.0
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run: ``freeze_epochs + epochs`` when fine-tuning."""
+        return self.epochs + (self.freeze_epochs if self.fine_tune else 0)
+
+    def stage_of(self, epoch: int) -> int:
+        """The stage of the 0-based ``epoch``: 1 (the classifier alone) for the first
+        ``freeze_epochs`` of a fine-tuning run, 2 (every layer) after; 2 for any other run
+        (1 with ``freeze_backbone``)."""
+        if self.fine_tune:
+            return 1 if epoch < self.freeze_epochs else 2
+        return 1 if self.freeze_backbone else 2
 
     @property
     def monitor_mode(self) -> str:

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("zoo.train")
 
 HISTORY_FIELDS = (
-    "epoch", "learning_rate", "loss", "accuracy", "top5", "val_loss", "val_accuracy", "val_top5",
-    "images_per_second", "seconds",
+    "epoch", "stage", "learning_rate", "loss", "accuracy", "top5", "val_loss", "val_accuracy",
+    "val_top5", "images_per_second", "seconds",
 )  # fmt: skip
 INITIAL_LOSS_TOLERANCE = 1.0  # warn when |initial loss - ln(classes)| exceeds this (nats)
 
@@ -52,7 +52,7 @@ class HistoryWriter(EngineCallback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         trainer = self.trainer
-        trainer.rows.append({"epoch": epoch + 1, **(logs or {})})
+        trainer.rows.append({"epoch": epoch + 1, "stage": trainer.stage_name, **(logs or {})})
         if trainer.chief:
             trainer.run.write_history(trainer.rows, HISTORY_FIELDS)
             plot_curves(trainer.rows, trainer.run.file(rundir.CURVES))
@@ -168,11 +168,10 @@ class UpdateRatios(EngineCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # A backbone trained at backbone_lr_mult times the rate moves that much less: its
         # ratios are divided by it, so the median speaks of the peak rate the user chose.
-        trainer = self.trainer
         self._scale = {
-            v.path: trainer.config.backbone_lr_mult if group.name == "backbone" else 1.0
-            for group in trainer.optimisation.groups
-            for v in group.variables
+            path: multiplier
+            for path, multiplier in self.trainer.optimisation.multipliers.items()
+            if multiplier > 0
         }
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -474,7 +473,7 @@ class ConsoleLogger(EngineCallback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         trainer = self.trainer
-        trainer.say(f"epoch {epoch + 1}/{trainer.config.epochs}")
+        trainer.say(f"epoch {epoch + 1}/{trainer.config.total_epochs}")
         self._progbar = keras.utils.Progbar(
             trainer.data.steps_per_epoch,
             stateful_metrics=["loss", "acc", "lr", "img/s"],
@@ -498,7 +497,7 @@ class ConsoleLogger(EngineCallback):
         steps = int(logs.get("steps", 1))
         if self.log_every and (batch + 1) // self.log_every > (batch + 1 - steps) // self.log_every:
             trainer.say(
-                f"epoch {trainer.epoch + 1}/{trainer.config.epochs} step {batch + 1}/"
+                f"epoch {trainer.epoch + 1}/{trainer.config.total_epochs} step {batch + 1}/"
                 f"{trainer.data.steps_per_epoch} loss {logs['loss']:.4f} "
                 f"accuracy {logs['accuracy']:.4f}"
             )

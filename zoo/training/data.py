@@ -17,6 +17,7 @@ import pipelines
 import zoo
 from zoo import weights as zoo_weights
 from zoo.config import TrainConfig
+from zoo.training import rundir
 
 logger = logging.getLogger("zoo.train")
 STATS_EXAMPLES = 20_000  # images used for the normalisation and PCA statistics
@@ -35,6 +36,13 @@ class TrainData:
             options = {"data_dir": config.data_dir, "download": config.download}
         elif config.data_dir is not None:
             raise ValueError("data_dir applies to tfds:NAME datasets only.")
+        if config.dataset.startswith("files:"):
+            options["label_regex"] = config.label_regex
+        elif config.label_regex is not None:
+            raise ValueError(
+                "--label-regex applies to files:PATH datasets only (one folder of images "
+                "labelled by their names); a folder:PATH dataset is labelled by its folders."
+            )
         self.source = pipelines.load(config.dataset, **options)
         if not getattr(self.source, "exact_sizes", True):
             raise ValueError(
@@ -45,8 +53,17 @@ class TrainData:
         if missing:
             raise ValueError(f"{config.dataset} has no {', '.join(sorted(missing))} split.")
         self.check_source()
+        # Published weights bring their own normalisation (and architecture options).
+        self.published = (
+            zoo_weights.published(config.model, config.weights) if config.weights else None
+        )
         model_side = zoo.model_info(config.model).input_shape[0]
-        side = config.image_size or pipelines.default_image_size(self.source, model_side)
+        data_side = pipelines.default_image_size(self.source, model_side)
+        # Starting weights are used at the size they were trained at: small images are
+        # resized up to it (measured better than keeping them small: README, fine-tuning).
+        self.starting_side = None if config.image_size else self._starting_side()
+        side = config.image_size or self.starting_side or data_side
+        self.resized_from = data_side if self.starting_side and side != data_side else None
         self.image_size = (side, side)
         self.classes = self.source.num_classes
         self.augment = (
@@ -92,10 +109,18 @@ class TrainData:
                 )
             )
         self.stats: pipelines.ChannelStats | None = None
-        # Published weights bring their own normalisation (and architecture options).
-        self.published = (
-            zoo_weights.published(config.model, config.weights) if config.weights else None
-        )
+
+    def _starting_side(self) -> int | None:
+        """The side the starting weights were trained at: the published weights' input, or
+        the ``init_from`` run's (None for a ``.keras`` file or no starting weights)."""
+        if self.published is not None:
+            return int(self.published.input_shape[0])
+        source = self.config.init_from
+        if source and Path(source).is_dir() and (Path(source) / rundir.DATA).is_file():
+            shape = rundir.RunDirectory.open(source).read_json(rundir.DATA).get("input_shape")
+            if isinstance(shape, list) and shape and isinstance(shape[0], int):
+                return shape[0]
+        return None
 
     def check_source(self) -> None:
         """Refuse data a run cannot learn from or judge: fewer than two classes, or an empty

@@ -24,11 +24,11 @@ from zoo.config import AUTO, RunOptions, TrainConfig
 from zoo.training import callbacks as cb
 from zoo.training import rundir
 from zoo.training.data import TrainData
-from zoo.training.optim import Optimisation, build_optimisation
+from zoo.training.optim import Optimisation, WarmupSchedule, build_optimisation
 from zoo.training.rundir import RunDirectory
 from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
 from zoo.training.step import Steps
-from zoo.training.transfer import copy_matching_weights, source_model
+from zoo.training.transfer import copy_matching_weights, source_class_names, source_model
 
 # Steps of the range test behind ``learning_rate="auto"`` (1e-7 to 10; it stops early once
 # the loss diverges, usually past 1).
@@ -163,6 +163,16 @@ class Trainer:
             return
         cfg, strategy, precision = self.config, self.strategy, self.runtime.precision
         self.data = TrainData(cfg, strategy)  # bad data fails before the run directory exists
+        if cfg.image_size is None and self.data.starting_side:
+            # The size comes from the starting weights: recorded, so a resume needs no source.
+            cfg = self.config = dataclasses.replace(cfg, image_size=self.data.image_size[0])
+        if self.data.resized_from:
+            side = self.data.image_size[0]
+            self.say(
+                f"image size {side}: the size the starting weights were trained at; the "
+                f"{self.data.resized_from}x{self.data.resized_from} images are resized up "
+                f"(--image-size {self.data.resized_from} keeps them: faster, less accurate)"
+            )
         self._open_run()
         if self.resuming and self.run.file(rundir.DATA).is_file():
             self.check_same_classes(self.run.read_json(rundir.DATA).get("class_names", []))
@@ -171,7 +181,7 @@ class Trainer:
             self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
         self.learning_rate = self._pick_learning_rate()
         self.model = build_model(cfg, self.data, self.runtime)
-        classifier = zoo.model_info(cfg.model).classifier
+        classifier = self.classifier = zoo.model_info(cfg.model).classifier
         with strategy.scope(), dtype_policy(precision):
             self.optimisation: Optimisation = build_optimisation(
                 dataclasses.replace(cfg, learning_rate=self.learning_rate),
@@ -187,7 +197,7 @@ class Trainer:
         ]
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
-            optimizers=[group.optimizer for group in self.optimisation.groups],
+            optimizers=[self.optimisation.optimizer],
             epoch=self.epoch_var,
             rng=self.rng_variables,
         )
@@ -198,15 +208,67 @@ class Trainer:
         if self.resuming and self._restore():
             pass
         elif cfg.init_from:  # a new run, or one resumed before its first whole checkpoint
-            copied, fresh = copy_matching_weights(self.model, source_model(cfg.init_from))
+            # Fine-tuning trains a new classifier, unless the source knew these very classes.
+            same = source_class_names(cfg.init_from) == list(map(str, self.data.source.class_names))
+            skip = (classifier,) if cfg.fine_tune and not same else ()
+            copied, fresh = copy_matching_weights(self.model, source_model(cfg.init_from), skip)
             if copied == 0:
                 raise ValueError(f"no layer of {cfg.init_from} matches {cfg.model}.")
             self.say(f"initialised {copied} layers from {cfg.init_from}; fresh: {fresh or '-'}")
         self.start_epoch = self.epoch = int(self.epoch_var.numpy())
-        self.steps = Steps(self.model, self.optimisation, cfg, strategy, self.data.classes)
+        # The stage of the next epoch; the restored state is that of the last finished one (a
+        # run stopped at fine-tuning's stage boundary starts stage 2 afresh here).
+        restored = cfg.stage_of(max(self.start_epoch - 1, 0))
+        upcoming = cfg.stage_of(min(self.start_epoch, cfg.total_epochs - 1))
+        self.stage = 0
+        self.enter_stage(upcoming, restart=upcoming != restored)
         self.train_ds = self.data.train_dataset(self.start_epoch)
         self.eval_ds = {"validation": self.data.eval_dataset("validation")}
         self._set_up = True
+
+    # Stages -----------------------------------------------------------------------------------
+
+    @property
+    def stage_name(self) -> str:
+        """What the current stage trains: ``head`` (the classifier alone) or ``all``."""
+        return "head" if self.stage == 1 else "all"
+
+    def stage_schedule(self, stage: int) -> keras.optimizers.schedules.LearningRateSchedule:
+        """The schedule a stage starts afresh: fine-tuning's stage 1 runs the config's warm-up
+        and decay over ``freeze_epochs``, stage 2 over ``epochs``."""
+        cfg = dataclasses.replace(self.config, learning_rate=self.learning_rate)
+        if cfg.fine_tune and stage == 1:
+            cfg = dataclasses.replace(
+                cfg,
+                epochs=cfg.freeze_epochs,
+                warmup_epochs=min(cfg.warmup_epochs, cfg.freeze_epochs),
+            )
+        return WarmupSchedule.from_train_config(cfg, self.data.steps_per_epoch)
+
+    def enter_stage(self, stage: int, *, restart: bool) -> None:
+        """Train as ``stage`` from now on: with ``fine_tune``, stage 1 freezes every layer but
+        the classifier (batch norm then runs in inference mode) and stage 2 unfreezes them;
+        ``restart`` gives the stage a fresh optimizer state and its own schedule (a resumed
+        stage keeps what it restored). The step functions are traced again."""
+        cfg = self.config
+        if cfg.fine_tune:
+            for layer in self.model.layers:
+                layer.trainable = stage == 2 or layer.name == self.classifier
+            with self.strategy.scope():
+                self.optimisation.train(self.model.trainable_variables)
+                if restart:
+                    self.optimisation.restart(self.stage_schedule(stage))
+                else:
+                    self.optimisation.use_schedule(self.stage_schedule(stage))
+        if self.stage and stage != self.stage:
+            trained = sum(int(np.prod(v.shape)) for v in self.optimisation.variables)
+            self.say(
+                f"stage {stage}: every layer trains from now on ({trained:,} parameters), the "
+                f"backbone at {cfg.backbone_multiplier:g} x the learning rate; fresh optimizer "
+                f"and schedule over {cfg.epochs} epoch(s)"
+            )
+        self.stage = stage
+        self.steps = Steps(self.model, self.optimisation, cfg, self.strategy, self.data.classes)
 
     def check_same_classes(self, saved: Sequence[str]) -> None:
         """Refuse to resume on data whose classes differ from those the run started with (the
@@ -276,7 +338,7 @@ class Trainer:
         ``accuracy`` and ``top5`` with their direction (``mode="auto"`` of EarlyStopping and
         ModelCheckpoint)."""
         self.model.compile(
-            optimizer=self.optimisation.groups[0].optimizer,
+            optimizer=self.optimisation.optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[
                 keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -311,8 +373,7 @@ class Trainer:
         fresh = None
         if not self.run.read_history():  # a failed restore may have assigned some variables
             tracked = [*self.model.variables, self.epoch_var]
-            for group in self.optimisation.groups:
-                tracked += group.optimizer.variables
+            tracked += self.optimisation.optimizer.variables
             fresh = [(v, v.numpy()) for v in tracked]
         try:
             prefix = self.run.restore(self.checkpoint, rundir.LAST)
@@ -327,10 +388,12 @@ class Trainer:
             self.say(f"{self.run.path} has no finished epoch: starting it from the beginning")
             return False
         done = int(self.epoch_var.numpy())
-        if self.config.epochs < done:
+        if self.config.total_epochs < done:
+            least = done - (self.config.total_epochs - self.config.epochs)
             raise ValueError(
                 f"--epochs {self.config.epochs} is below the {done} epochs {self.run.path} has "
-                f"done; pass --epochs {done} or more."
+                f"done{' (stage 1 included)' if self.config.fine_tune else ''}; pass --epochs "
+                f"{least} or more."
             )
         history = self.run.read_history()
         self.rows = [r for r in history if int(r["epoch"]) <= done]
@@ -375,7 +438,7 @@ class Trainer:
         return keras.callbacks.CallbackList(
             [*engine, *extra, *self.user_callbacks],
             model=self.model,
-            epochs=self.config.epochs,
+            epochs=self.config.total_epochs,
             steps=self.data.steps_per_epoch,
             verbose=1 if self.verbose and self.chief else 0,
         )
@@ -410,8 +473,10 @@ class Trainer:
                 started = True
                 iterator = iter(self.train_ds)
                 logs: dict[str, Any] = {}
-                for epoch in range(self.start_epoch, self.config.epochs):
+                for epoch in range(self.start_epoch, self.config.total_epochs):
                     self.epoch = epoch
+                    if self.config.stage_of(epoch) != self.stage:  # fine-tuning's stage 2
+                        self.enter_stage(self.config.stage_of(epoch), restart=True)
                     callbacks.on_epoch_begin(epoch)
                     logs = self.train_epoch(iterator, callbacks)
                     self.recalibrate()
@@ -541,9 +606,30 @@ class Trainer:
             f"{data.source.num_examples['train']:,} training images of "
             f"{data.image_size[0]}x{data.image_size[1]}, {data.classes} classes; "
             f"{self.runtime.replicas} replica(s), {self.runtime.precision}, "
-            f"augment={data.augment!r}; epochs {self.start_epoch + 1}-{cfg.epochs} of "
+            f"augment={data.augment!r}; epochs {self.start_epoch + 1}-{cfg.total_epochs} of "
             f"{data.steps_per_epoch} steps, {self.options.steps_per_execution} per call; "
-            f"{self.recipe_line()}; run directory {self.run.path}"
+            f"{self.stages_line()}{self.recipe_line()}; run directory {self.run.path}"
+        )
+
+    def stages_line(self) -> str:
+        """With ``fine_tune``: what each stage trains, e.g. ``fine-tuning: stage 1 (epoch 1)
+        the classifier alone, stage 2 (epochs 2-4) every layer, backbone at 0.1 x lr; ``."""
+        cfg = self.config
+        if not cfg.fine_tune:
+            return ""
+
+        def span(first: int, last: int) -> str:
+            return f"epoch {first}" if first == last else f"epochs {first}-{last}"
+
+        one = (
+            f"stage 1 ({span(1, cfg.freeze_epochs)}) the classifier alone, "
+            if cfg.freeze_epochs
+            else ""
+        )
+        return (
+            f"fine-tuning: {one}stage 2 ({span(cfg.freeze_epochs + 1, cfg.total_epochs)}) "
+            f"every layer, backbone at {cfg.backbone_multiplier:g} x lr; now in stage "
+            f"{self.stage}; "
         )
 
     def recipe_line(self) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -74,62 +72,148 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class ScaledRates:
+    """Mixin for a Keras optimizer: parameter groups inside one optimizer. Each variable steps
+    at the schedule's learning rate times its own multiplier (`set_rates`), so there is one
+    iteration counter, one set of slots and, under ``mixed_float16``, one loss scale for all
+    of them. Decoupled weight decay is applied here too, at the variable's own rate (as
+    PyTorch's parameter groups do), on the kernels `set_rates` names."""
+
+    rate_multipliers: list[float]
+    decayed: list[bool]
+    decoupled_decay: float = 0.0
+
+    def set_rates(
+        self, variables: list, multipliers: list[float], decayed: list[bool], decay: float
+    ) -> None:
+        """After ``build(variables)``: each variable's learning-rate multiplier and whether
+        decoupled weight decay ``decay`` shrinks it."""
+        self.rate_multipliers = [1.0] * len(variables)
+        self.decayed = [False] * len(variables)
+        for variable, multiplier, decays in zip(variables, multipliers, decayed, strict=True):
+            index = self._get_variable_index(variable)  # the index the slots are kept by
+            self.rate_multipliers[index] = float(multiplier)
+            self.decayed[index] = bool(decays)
+        self.decoupled_decay = float(decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        multiplier = self.rate_multipliers[index]
+        if multiplier != 1.0:
+            learning_rate = learning_rate * multiplier
+        if self.decoupled_decay and self.decayed[index]:
+            lr = tf.cast(learning_rate, variable.dtype)
+            self.assign_sub(variable, variable * tf.cast(self.decoupled_decay, variable.dtype) * lr)
+        super().update_step(gradient, variable, learning_rate)
+
+
+class SGD(ScaledRates, keras.optimizers.SGD):
+    """`keras.optimizers.SGD` with per-variable learning rates (`ScaledRates`)."""
+
+
+class Adam(ScaledRates, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` with per-variable learning rates and decoupled weight decay
+    (AdamW when it is set; `ScaledRates`)."""
+
+
+class RMSprop(ScaledRates, keras.optimizers.RMSprop):
+    """`keras.optimizers.RMSprop` with per-variable learning rates (`ScaledRates`)."""
+
+
 def make_optimizer(
     config: TrainConfig, schedule: keras.optimizers.schedules.LearningRateSchedule, precision: str
 ) -> keras.optimizers.Optimizer:
-    """The configured optimizer; decoupled weight decay skips biases and batch norm; wrapped in
-    a ``LossScaleOptimizer`` under ``mixed_float16``."""
-    decay = config.weight_decay if config.weight_decay_mode == "decoupled" else None
-    kwargs: dict[str, Any] = {"learning_rate": schedule, "weight_decay": decay or None}
+    """The configured optimizer (a `ScaledRates` one; call `Optimisation`'s builder for the
+    rates), wrapped in one ``LossScaleOptimizer`` under ``mixed_float16``. Weight decay is not
+    the optimizer's own: 'l2' is in the loss, 'decoupled' in `ScaledRates`."""
     if config.optimizer == "sgd":
-        opt = keras.optimizers.SGD(momentum=config.momentum, nesterov=config.nesterov, **kwargs)
-    elif config.optimizer == "adam":
-        opt = keras.optimizers.Adam(**kwargs)
-    elif config.optimizer == "adamw":
-        kwargs["weight_decay"] = config.weight_decay if decay is not None else 0.0
-        opt = keras.optimizers.AdamW(**kwargs)
+        opt = SGD(learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov)
+    elif config.optimizer in ("adam", "adamw"):  # adamw: Adam with decoupled decay
+        opt = Adam(learning_rate=schedule)
     else:
-        opt = keras.optimizers.RMSprop(momentum=config.momentum, **kwargs)
-    if opt.weight_decay:
-        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        opt = RMSprop(learning_rate=schedule, momentum=config.momentum)
     if precision == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
 
 
-@dataclass
-class ParamGroup:
-    """One optimizer and the variables it updates."""
-
-    name: str
-    optimizer: keras.optimizers.Optimizer
-    variables: list
+def decoupled_decay(config: TrainConfig) -> float:
+    """The weight decay the optimizer applies itself: ``decoupled`` mode's (also for
+    ``adamw``, whose decay is decoupled whenever it is not the loss's L2 term)."""
+    return config.weight_decay if config.weight_decay_mode == "decoupled" else 0.0
 
 
-@dataclass
 class Optimisation:
-    """Everything that updates weights: the schedule, the groups, the decayed kernels."""
+    """What updates weights: one optimizer, its schedule, and the variables it steps now.
 
-    schedule: keras.optimizers.schedules.LearningRateSchedule
-    groups: list[ParamGroup]
+    Every variable the run may train is built into the optimizer at the start, each with its
+    learning-rate multiplier (the classifier's 1, the backbone's ``backbone_lr_mult``), so its
+    slots and the checkpoint have one shape; `train` chooses which of them the step updates
+    (fine-tuning's frozen stage steps the classifier alone) and `restart` gives a stage a
+    fresh optimizer state and schedule.
+    """
+
+    def __init__(
+        self,
+        optimizer: keras.optimizers.Optimizer,
+        schedule: keras.optimizers.schedules.LearningRateSchedule,
+        variables: list,
+        multipliers: dict[str, float],
+    ) -> None:
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.built = list(variables)
+        self.variables = list(variables)
+        self.multipliers = dict(multipliers)
+        self._fresh = [v.numpy() for v in self.inner.variables]
 
     @property
-    def variables(self) -> list:
-        """The trained variables, in the order the step's gradients come."""
-        return [v for group in self.groups for v in group.variables]
+    def inner(self) -> keras.optimizers.Optimizer:
+        """The optimizer without its loss-scale wrapper."""
+        return getattr(self.optimizer, "inner_optimizer", self.optimizer)
+
+    @property
+    def loss_scaled(self) -> bool:
+        return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
 
     @property
     def kernels(self) -> list:
-        """Convolution and dense kernels: L2-decayed and watched by the update-ratio check."""
+        """Convolution and dense kernels trained now: decayed and watched by the update-ratio
+        check."""
         return [v for v in self.variables if v.path.endswith("/kernel")]
 
     @property
     def iterations(self) -> tf.Variable:
-        return self.groups[0].optimizer.iterations
+        return self.optimizer.iterations
+
+    def multiplier(self, variable) -> float:
+        """``variable``'s learning rate as a multiple of the schedule's."""
+        return self.multipliers[variable.path]
 
     def learning_rate(self) -> float:
         """The head's learning rate of the step that ran last."""
         return float(self.schedule(self.iterations - 1))
+
+    def train(self, variables: list) -> None:
+        """Step only ``variables`` (each built into the optimizer) from now on."""
+        known = {id(v) for v in self.built}
+        unknown = [v.path for v in variables if id(v) not in known]
+        if unknown:
+            raise ValueError(f"not built into the optimizer: {', '.join(unknown)}")
+        self.variables = list(variables)
+
+    def restart(self, schedule: keras.optimizers.schedules.LearningRateSchedule) -> None:
+        """A fresh optimizer for a new stage: iteration 0, slots as built (zero momentum and
+        moments, so Adam's bias correction starts again), on ``schedule``. The loss scale is
+        kept: it is about the model's numerics, not the stage."""
+        self.use_schedule(schedule)
+        for variable, value in zip(self.inner.variables, self._fresh, strict=True):
+            variable.assign(value)
+
+    def use_schedule(self, schedule: keras.optimizers.schedules.LearningRateSchedule) -> None:
+        """Step on ``schedule`` from now on (trace the step again to take it)."""
+        self.schedule = schedule
+        self.inner.learning_rate = schedule
 
 
 def build_optimisation(
@@ -138,41 +222,32 @@ def build_optimisation(
     classifier: str,
     steps_per_epoch: int,
     precision: str,
-    schedule_for: Callable[[float], keras.optimizers.schedules.LearningRateSchedule] | None = None,
+    schedule: keras.optimizers.schedules.LearningRateSchedule | None = None,
 ) -> Optimisation:
-    """The schedule and parameter groups for ``model``: one optimizer for every trainable
-    variable, or, with ``backbone_lr_mult != 1``, one for the classifier named ``classifier``
-    and one for the rest. ``freeze_backbone`` leaves only the classifier trainable (batch norm
-    in inference mode). Slots are built here: call inside the strategy's scope.
+    """One optimizer over ``model``'s trainable variables: the classifier named ``classifier``
+    at the schedule's rate, every other variable at ``config.backbone_multiplier`` times it.
+    ``freeze_backbone`` first leaves only the classifier trainable (batch norm in inference
+    mode). Slots are built here: call inside the strategy's scope.
 
-    ``schedule_for(multiplier)`` replaces the config's warm-up schedule (the learning-rate
-    finder's exponential ramp); the backbone's group gets ``backbone_lr_mult``."""
+    ``schedule`` replaces the config's warm-up schedule (the learning-rate finder's ramp)."""
     if config.freeze_backbone:
         for layer in model.layers:
             layer.trainable = layer.name == classifier
     trainable = model.trainable_variables
     head = [v for v in trainable if v.path.startswith(classifier + "/")]
     backbone = [v for v in trainable if not v.path.startswith(classifier + "/")]
-    if schedule_for is None:
-
-        def schedule_for(multiplier: float) -> keras.optimizers.schedules.LearningRateSchedule:
-            return WarmupSchedule.from_train_config(config, steps_per_epoch, multiplier)
-
-    schedule = schedule_for(1.0)
-    split = bool(backbone) and config.backbone_lr_mult != 1.0
-    if split and precision == "mixed_float16":
-        raise ValueError(
-            "backbone_lr_mult with mixed_float16 is not supported: the two optimizers would "
-            "keep separate loss scales. Use mixed_bfloat16 or float32 for it."
-        )
-    if split:
-        backbone_schedule = schedule_for(config.backbone_lr_mult)
-        groups = [
-            ParamGroup("head", make_optimizer(config, schedule, precision), head),
-            ParamGroup("backbone", make_optimizer(config, backbone_schedule, precision), backbone),
-        ]
-    else:
-        groups = [ParamGroup("all", make_optimizer(config, schedule, precision), head + backbone)]
-    for group in groups:
-        group.optimizer.build(group.variables)  # slots now, inside the strategy scope
-    return Optimisation(schedule, groups)
+    variables = head + backbone
+    if schedule is None:
+        schedule = WarmupSchedule.from_train_config(config, steps_per_epoch)
+    optimizer = make_optimizer(config, schedule, precision)
+    optimizer.build(variables)  # slots now, inside the strategy scope
+    multipliers = {v.path: 1.0 for v in head}
+    multipliers.update({v.path: config.backbone_multiplier for v in backbone})
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner.set_rates(
+        variables,
+        [multipliers[v.path] for v in variables],
+        [v.path.endswith("/kernel") for v in variables],
+        decoupled_decay(config),
+    )
+    return Optimisation(optimizer, schedule, variables, multipliers)

@@ -80,7 +80,7 @@ class Steps:
     def replica_train_step(self, images, labels):
         """One optimizer step on one replica's share of the global batch."""
         cfg, opt = self.config, self.optimisation
-        optimizer = opt.groups[0].optimizer
+        optimizer = opt.optimizer
         variables = opt.variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
@@ -95,10 +95,7 @@ class Steps:
             grads = self._all_or_none_finite(grads)
         if cfg.clip_norm is not None:
             grads = self._clip(grads)
-        start = 0
-        for group in opt.groups:
-            group.optimizer.apply(grads[start : start + len(group.variables)], group.variables)
-            start += len(group.variables)
+        optimizer.apply(grads, variables)  # each at its own rate (`ScaledRates`)
         return self.counts(labels, logits, per_example)
 
     def _all_or_none_finite(self, grads):
@@ -121,8 +118,8 @@ class Steps:
         context = tf.distribute.get_replica_context()
         total = context.all_reduce(SUM, grads)
         norm = tf.linalg.global_norm(total)
-        optimizer = self.optimisation.groups[0].optimizer
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = self.optimisation.optimizer
+        if self.optimisation.loss_scaled:
             norm = norm / tf.cast(optimizer.dynamic_scale, norm.dtype)
         factor = tf.minimum(1.0, self.config.clip_norm / (norm + 1e-12))
         return [g * tf.cast(factor, g.dtype) for g in grads]
@@ -236,8 +233,8 @@ class Steps:
         return [tf.norm(g) for g in total]
 
     def _gradient_replica(self, images, labels):
-        optimizer = self.optimisation.groups[0].optimizer
-        scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        optimizer = self.optimisation.optimizer
+        scaled = self.optimisation.loss_scaled
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             loss = tf.nn.compute_average_loss(

@@ -8,7 +8,7 @@ import keras
 
 from zoo.cli import one_line
 from zoo.registry import check_keras_file
-from zoo.training.rundir import RunDirectory
+from zoo.training.rundir import DATA, RunDirectory
 
 
 def source_model(source: str) -> keras.Model:
@@ -30,16 +30,34 @@ def source_model(source: str) -> keras.Model:
     raise ValueError(f"--init-from must be a run directory or a .keras file, got {source!r}.")
 
 
-def copy_matching_weights(model: keras.Model, source: keras.Model) -> tuple[int, list[str]]:
-    """Copy weights layer by layer, by name, where every shape matches; returns the number of
-    layers copied and the names of those left fresh (typically a new classifier)."""
+def source_class_names(source: str) -> list[str] | None:
+    """The class names a run directory was trained on (None for a ``.keras`` file, which
+    does not record them)."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    try:
+        names = RunDirectory.open(path).read_json(DATA).get("class_names")
+    except (OSError, ValueError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def copy_matching_weights(
+    model: keras.Model, source: keras.Model, skip: tuple[str, ...] = ()
+) -> tuple[int, list[str]]:
+    """Copy weights layer by layer, by name, where every shape matches and the layer is not
+    named in ``skip``; returns the number of layers copied and the names of those left fresh
+    (typically a new classifier)."""
     copied, fresh = 0, []
     source_layers = {layer.name: layer for layer in source.layers}
     for layer in model.layers:
         other = source_layers.get(layer.name)
         if other is None or not layer.weights:
             continue
-        if [w.shape for w in layer.weights] == [w.shape for w in other.weights]:
+        if layer.name not in skip and [w.shape for w in layer.weights] == [
+            w.shape for w in other.weights
+        ]:
             layer.set_weights(other.get_weights())
             copied += 1
         else:
