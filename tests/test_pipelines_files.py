@@ -235,3 +235,36 @@ def test_other_sources_reject_label_regex(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown option\(s\) \['label_regex'\].*'digits'"):
         pipelines.load("digits", label_regex=PETS)
     assert "files:<path>" in pipelines.available_sources()
+
+
+def _pixels_by_label(data) -> dict[int, list[bytes]]:
+    out: dict[int, list[bytes]] = {}
+    for split in data.splits.values():
+        for image, label in split.as_numpy_iterator():
+            out.setdefault(int(label), []).append(image.tobytes())
+    return out
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["folder", "flat"])
+def test_written_digits_read_back_with_the_same_images_and_labels(tmp_path, flat):
+    """`pipelines.write_images` writes what `folder:` (a folder per class) or `files:` (one
+    folder, labelled by name) reads back: the same pixels under the same class names."""
+    digits = pipelines.load("digits")
+    written = pipelines.write_images(digits, tmp_path, classes="27", per_class=5, flat=flat)
+    assert written["train"] == 10
+    if flat:
+        back = pipelines.load(f"files:{tmp_path}", label_regex=r"^(\d)_\d+\.png$")
+    else:
+        back = pipelines.load(f"folder:{tmp_path}")
+        assert back.num_examples["train"] == 10
+    assert back.class_names == ("2", "7")
+    original = _pixels_by_label(digits)
+    for label, images in _pixels_by_label(back).items():
+        digit = int(back.class_names[label])
+        assert set(images) <= set(original[digit])
+    assert sum(map(len, _pixels_by_label(back).values())) == sum(written.values())
+
+
+def test_write_images_refuses_a_class_the_data_lacks(tmp_path):
+    with pytest.raises(ValueError, match="--classes x"):
+        pipelines.write_images(pipelines.load("digits"), tmp_path, classes=["x"])
