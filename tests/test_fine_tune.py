@@ -2,6 +2,7 @@
 scale with per-variable learning rates, and a transfer that beats training from scratch."""
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import pipelines
 from zoo.config import RunOptions, TrainConfig
@@ -27,23 +27,9 @@ def history(run) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_digits(folder: Path, classes, per_class: int | None = None) -> str:
-    """The embedded digits of ``classes`` as PNG files in ``folder/{train,val}/<digit>/``
-    (validation and test images both go to val/); at most ``per_class`` training images."""
-    data = pipelines.load("digits")
-    for split, target in (("train", "train"), ("validation", "val"), ("test", "val")):
-        counts: dict[int, int] = {}
-        for image, label in data.splits[split].as_numpy_iterator():
-            label = int(label)
-            if label not in classes:
-                continue
-            if target == "train" and per_class and counts.get(label, 0) >= per_class:
-                continue
-            counts[label] = counts.get(label, 0) + 1
-            out = folder / target / str(label)
-            out.mkdir(parents=True, exist_ok=True)
-            png = tf.io.encode_png(image).numpy()
-            (out / f"{split}_{counts[label]}.png").write_bytes(png)
+def write_digits(folder: Path, classes: str, per_class: int | None = None) -> str:
+    """The embedded digits of ``classes`` as an image folder; its ``folder:`` source."""
+    pipelines.write_images(pipelines.load("digits"), folder, classes=classes, per_class=per_class)
     return f"folder:{folder}"
 
 
@@ -88,7 +74,7 @@ def test_stages_freeze_then_unfreeze_with_a_new_head(source_run, tmp_path):
     """Stage 1 trains the classifier alone with batch norm frozen (its statistics too); stage 2
     trains every layer; history.csv says which stage each epoch was; the backbone is the
     source's and other classes get a new head."""
-    data = write_digits(tmp_path / "five", range(5, 10), per_class=10)
+    data = write_digits(tmp_path / "five", "56789", per_class=10)
     config = TrainConfig(
         **BASE, dataset=data, init_from=str(source_run), fine_tune=True, epochs=1, warmup_epochs=0
     )
@@ -239,9 +225,9 @@ def test_fine_tuned_backbone_beats_training_from_scratch(tmp_path):
     against the same model trained from scratch for as many epochs, same seed and data."""
     base = {**BASE, "width": 0.25, "batch_size": 16}
     source = tmp_path / "runs" / "zero-to-four"
-    config = TrainConfig(**base, dataset=write_digits(tmp_path / "a", range(5)), epochs=6)
+    config = TrainConfig(**base, dataset=write_digits(tmp_path / "a", "01234"), epochs=6)
     Trainer(config, options=at(source)).fit()
-    target = write_digits(tmp_path / "b", range(5, 10), per_class=40)
+    target = write_digits(tmp_path / "b", "56789", per_class=40)
     scratch = Trainer(
         TrainConfig(**base, dataset=target, epochs=5), options=at(tmp_path / "runs" / "scratch")
     ).fit()
@@ -258,3 +244,21 @@ def test_fine_tuned_backbone_beats_training_from_scratch(tmp_path):
     tuned = tuner.fit()
     from_scratch, fine_tuned = scratch.metrics["val_accuracy"], tuned.metrics["val_accuracy"]
     assert fine_tuned >= from_scratch + 0.15, (fine_tuned, from_scratch)
+
+
+def test_init_from_sets_the_image_size_and_a_resume_needs_no_source(tmp_path):
+    """A backbone trained at 40x40 fine-tunes at 40x40 on the 32x32 digits; config.json records
+    it, so the run resumes after the source is gone."""
+    source = tmp_path / "source"
+    quick = {**BASE, "overfit_batches": 1, "warmup_epochs": 0.0}
+    Trainer(TrainConfig(**quick, image_size=40, epochs=1), options=at(source)).fit()
+    run = tmp_path / "tuned"
+    config = TrainConfig(**quick, init_from=str(source), fine_tune=True, epochs=1)
+    trainer = Trainer(config, options=at(run))
+    trainer.fit()
+    assert trainer.model.input_shape[1:3] == (40, 40)
+    shutil.rmtree(source)
+    resumed = Trainer.resume(run, epochs=2, options=at(run))
+    resumed.fit()
+    assert resumed.config.image_size == 40
+    assert [r["stage"] for r in history(run)] == ["head", "all", "all"]

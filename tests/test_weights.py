@@ -294,7 +294,12 @@ def test_zoo_train_starts_from_published_weights_with_their_normalisation(tmp_pa
     path = tmp_path / "resnet18.safetensors"
     write_safetensors(reference.random_state(model, "resnet"), path)
     config = TrainConfig(
-        model="resnet18", weights=str(path), epochs=1, batch_size=32, overfit_batches=2
+        model="resnet18",
+        weights=str(path),
+        epochs=1,
+        batch_size=32,
+        overfit_batches=2,
+        image_size=32,  # the digits' own size, not the weights' 224
     )
     trainer = Trainer(config, options=RunOptions(run_dir=str(tmp_path / "run"), verbose=False))
     trainer.setup()
@@ -312,6 +317,26 @@ def test_zoo_train_starts_from_published_weights_with_their_normalisation(tmp_pa
     np.testing.assert_allclose(loaded(x).numpy(), trainer.model(x).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="give one of them"):
         TrainConfig(model="resnet18", weights="torchvision", init_from=str(tmp_path / "run"))
+
+
+def test_starting_weights_set_the_default_image_size_and_the_run_records_it(tmp_path):
+    """Small images are resized up to the size the weights were trained at (224 for published
+    weights, the source run's for --init-from) unless --image-size says otherwise; config.json
+    records the size, so a resume does not depend on the source."""
+    from zoo.config import RunOptions, TrainConfig
+    from zoo.training import Trainer
+
+    model = reference.zoo_model("resnet18", 64, True)
+    path = tmp_path / "resnet18.safetensors"
+    write_safetensors(reference.random_state(model, "resnet"), path)
+    sides = {}
+    for name, extra in {"published": {"weights": str(path)}, "given": {"image_size": 48}}.items():
+        config = TrainConfig(model="resnet18", batch_size=32, **extra)
+        trainer = Trainer(config, options=RunOptions(run_dir=str(tmp_path / name), verbose=False))
+        trainer.setup()
+        saved = json.loads((tmp_path / name / "config.json").read_text())["image_size"]
+        sides[name] = (trainer.data.image_size[0], trainer.model.input_shape[1], saved)
+    assert sides == {"published": (224, 224, 224), "given": (48, 48, 48)}
 
 
 def test_weights_names_win_over_folders_and_torchvision_bottlenecks_keep_their_stride(

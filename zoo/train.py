@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     summary = (
         f"best {metrics['monitor']} at epoch {metrics['best_epoch']}: validation accuracy "
-        f"{metrics['val_accuracy']:.4f}"
+        f"{metrics['val_accuracy']:.4f} (error rate {1 - metrics['val_accuracy']:.4f})"
     )
     if "test_accuracy" in metrics:
         summary += f"; test accuracy {metrics['test_accuracy']:.4f} with the best weights"
