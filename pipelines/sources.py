@@ -755,6 +755,12 @@ def _image_dataset(
     )
 
 
+def _classes_without_images(labels: Sequence[int], class_names: Sequence[str]) -> list[str]:
+    """The names of the classes no label in ``labels`` points to."""
+    per_class = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+    return [class_names[c] for c in np.flatnonzero(per_class == 0)]
+
+
 @register_source("folder", "folder:<path>")
 def load_folder(
     argument: str,
@@ -852,8 +858,7 @@ def load_folder(
             f"No image files ({'/'.join(IMAGE_EXTENSIONS)}) in the class folders of "
             f"{train_dir!r}: put each class's images in its <class>/ folder."
         )
-    per_class = np.bincount(labels, minlength=len(class_names))
-    empty = [class_names[c] for c in np.flatnonzero(per_class == 0)]
+    empty = _classes_without_images(labels, class_names)
     if empty:
         raise ValueError(
             f"Class folder(s) {empty} in {train_dir!r} hold no readable images: remove them or "
@@ -1027,8 +1032,7 @@ def load_files(
             f"--label-regex {regex} could be read (corrupt or unreadable, e.g. "
             f"{named[0][0]!r}): replace them with readable {'/'.join(IMAGE_EXTENSIONS)} images."
         )
-    per_class = np.bincount(labels, minlength=len(class_names))
-    empty = [class_names[c] for c in np.flatnonzero(per_class == 0)]
+    empty = _classes_without_images(labels, class_names)
     if empty:
         raise ValueError(
             f"Class(es) {empty} under {str(root)!r} (from --label-regex {regex}) have no "

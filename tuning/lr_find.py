@@ -91,24 +91,22 @@ SKIPPED_FIELDS: dict[str, str] = {
 
 
 class ExponentialRange(keras.optimizers.schedules.LearningRateSchedule):
-    """``start_lr * (end_lr / start_lr) ** (step / (steps - 1))``, times ``multiplier``: from
+    """``start_lr * (end_lr / start_lr) ** (step / (steps - 1))``: from
     ``start_lr`` at step 0 to ``end_lr`` at step ``steps - 1`` (and on beyond it)."""
 
-    def __init__(self, start_lr: float, end_lr: float, steps: int, multiplier: float = 1.0) -> None:
+    def __init__(self, start_lr: float, end_lr: float, steps: int) -> None:
         self.start_lr, self.end_lr, self.steps = start_lr, end_lr, steps
-        self.multiplier = multiplier
 
     def __call__(self, step):
         fraction = tf.cast(step, tf.float32) / float(max(self.steps - 1, 1))
         log_lr = math.log(self.start_lr) + fraction * math.log(self.end_lr / self.start_lr)
-        return self.multiplier * tf.exp(log_lr)
+        return tf.exp(log_lr)
 
     def get_config(self) -> dict[str, Any]:
         return {
             "start_lr": self.start_lr,
             "end_lr": self.end_lr,
             "steps": self.steps,
-            "multiplier": self.multiplier,
         }
 
 
@@ -267,19 +265,10 @@ def _build(
     """The model (as `zoo.training.Trainer` builds it) and its ramped optimisation."""
     model = build_model(config, data, runtime)
     classifier = zoo.model_info(config.model).classifier
-    if config.init_from:
-        from zoo.training.transfer import (
-            copy_matching_weights,
-            source_class_names,
-            source_model,
-        )
+    if config.init_from:  # as the engine starts it
+        from zoo.training.transfer import start_from
 
-        # As the engine starts it: fine-tuning trains a new classifier unless the classes match.
-        names = [str(n) for n in data.source.class_names]
-        new_head = config.fine_tune and source_class_names(config.init_from) != names
-        skip = (classifier,) if new_head else ()
-        if copy_matching_weights(model, source_model(config.init_from), skip)[0] == 0:
-            raise ValueError(f"no layer of {config.init_from} matches {config.model}.")
+        start_from(config, model, classifier, data.source.class_names)
     if config.fine_tune and config.freeze_epochs:
         # The learning rate of fine-tuning is the first stage's: the classifier alone.
         config = dataclasses.replace(config, fine_tune=False, freeze_backbone=True)

@@ -28,7 +28,7 @@ from zoo.training.optim import Optimisation, WarmupSchedule, build_optimisation
 from zoo.training.rundir import RunDirectory
 from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
 from zoo.training.step import Steps
-from zoo.training.transfer import copy_matching_weights, source_class_names, source_model
+from zoo.training.transfer import start_from
 
 # Steps of the range test behind ``learning_rate="auto"`` (1e-7 to 10; it stops early once
 # the loss diverges, usually past 1).
@@ -208,12 +208,8 @@ class Trainer:
         if self.resuming and self._restore():
             pass
         elif cfg.init_from:  # a new run, or one resumed before its first whole checkpoint
-            # Fine-tuning trains a new classifier, unless the source knew these very classes.
-            same = source_class_names(cfg.init_from) == list(map(str, self.data.source.class_names))
-            skip = (classifier,) if cfg.fine_tune and not same else ()
-            copied, fresh = copy_matching_weights(self.model, source_model(cfg.init_from), skip)
-            if copied == 0:
-                raise ValueError(f"no layer of {cfg.init_from} matches {cfg.model}.")
+            names = self.data.source.class_names
+            copied, fresh = start_from(cfg, self.model, classifier, names)
             self.say(f"initialised {copied} layers from {cfg.init_from}; fresh: {fresh or '-'}")
         self.start_epoch = self.epoch = int(self.epoch_var.numpy())
         # The stage of the next epoch; the restored state is that of the last finished one (a

@@ -14,7 +14,7 @@ from zoo.config import TrainConfig
 @keras.saving.register_keras_serializable(package="zoo")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to ``peak``, then ``constant``, ``step``, ``cosine`` (to 0 at
-    ``total_steps``) or ``exponential`` decay; scaled by ``multiplier``."""
+    ``total_steps``) or ``exponential`` decay."""
 
     def __init__(
         self,
@@ -24,16 +24,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         kind: str,
         decay_steps: int,
         decay_rate: float,
-        multiplier: float = 1.0,
     ) -> None:
         self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
         self.kind, self.decay_steps, self.decay_rate = kind, decay_steps, decay_rate
-        self.multiplier = multiplier
 
     @classmethod
-    def from_train_config(
-        cls, config: TrainConfig, steps_per_epoch: int, multiplier: float = 1.0
-    ) -> WarmupSchedule:
+    def from_train_config(cls, config: TrainConfig, steps_per_epoch: int) -> WarmupSchedule:
         return cls(
             peak=config.learning_rate,
             warmup_steps=round(config.warmup_epochs * steps_per_epoch),
@@ -41,7 +37,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             kind=config.schedule,
             decay_steps=max(1, round(config.decay_epochs * steps_per_epoch)),
             decay_rate=config.decay_rate,
-            multiplier=multiplier,
         )
 
     def __call__(self, step):
@@ -58,7 +53,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         else:
             decayed = tf.constant(self.peak, tf.float32)
         warm = self.peak * step / warmup if warmup > 0 else decayed
-        return self.multiplier * tf.where(step < warmup, warm, decayed)
+        return tf.where(step < warmup, warm, decayed)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -68,7 +63,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "kind": self.kind,
             "decay_steps": self.decay_steps,
             "decay_rate": self.decay_rate,
-            "multiplier": self.multiplier,
         }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 
 from zoo.cli import one_line
+from zoo.config import TrainConfig
 from zoo.registry import check_keras_file
 from zoo.training.rundir import DATA, RunDirectory
 
@@ -62,4 +64,23 @@ def copy_matching_weights(
             copied += 1
         else:
             fresh.append(layer.name)
+    return copied, fresh
+
+
+def start_from(
+    config: TrainConfig, model: keras.Model, classifier: str, class_names: Sequence[str]
+) -> tuple[int, list[str]]:
+    """Copy ``config.init_from``'s matching layers into ``model``, as a run starts: with
+    ``fine_tune`` the classifier (named ``classifier``) stays new unless the source was trained
+    on these very ``class_names``. Returns `copy_matching_weights`'s counts.
+
+    Raises:
+        ValueError: no layer of the source matches the model.
+    """
+    names = [str(n) for n in class_names]
+    new_head = config.fine_tune and source_class_names(config.init_from) != names
+    source = source_model(config.init_from)
+    copied, fresh = copy_matching_weights(model, source, (classifier,) if new_head else ())
+    if copied == 0:
+        raise ValueError(f"no layer of {config.init_from} matches {config.model}.")
     return copied, fresh
