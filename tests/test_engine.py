@@ -116,6 +116,20 @@ def test_mixed_bfloat16_trains_on_cpu(tmp_path):
     assert metrics["val_accuracy"] > 0.1  # better than chance after two epochs
 
 
+def test_trained_model_saves_loads_and_clones_with_its_optimizer(tmp_path):
+    # The engine compiles its model with its own optimizer classes: Keras must find them when
+    # it loads or clones the model (it raised "Could not locate class 'SGD'" before).
+    trainer = Trainer(tiny(epochs=1), options=at(tmp_path / "run"))
+    trainer.fit()
+    trainer.model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(loaded.optimizer) is type(trainer.optimisation.optimizer)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, *trainer.model.input_shape[1:]))
+    np.testing.assert_allclose(loaded(images), trainer.model(images), atol=1e-6)
+    clone = keras.models.clone_model(trainer.model)
+    assert type(clone.optimizer) is type(trainer.optimisation.optimizer)
+
+
 def test_mixed_float16_uses_loss_scaling_and_tracks_float32(tmp_path):
     losses = {}
     for precision in ("float32", "mixed_float16"):

@@ -101,15 +101,18 @@ class ScaledRates:
         super().update_step(gradient, variable, learning_rate)
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class SGD(ScaledRates, keras.optimizers.SGD):
     """`keras.optimizers.SGD` with per-variable learning rates (`ScaledRates`)."""
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class Adam(ScaledRates, keras.optimizers.Adam):
     """`keras.optimizers.Adam` with per-variable learning rates and decoupled weight decay
     (AdamW when it is set; `ScaledRates`)."""
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class RMSprop(ScaledRates, keras.optimizers.RMSprop):
     """`keras.optimizers.RMSprop` with per-variable learning rates (`ScaledRates`)."""
 
@@ -230,7 +233,8 @@ def build_optimisation(
     trainable = model.trainable_variables
     head = [v for v in trainable if v.path.startswith(classifier + "/")]
     backbone = [v for v in trainable if not v.path.startswith(classifier + "/")]
-    variables = head + backbone
+    # In the model's own order, as Keras builds an optimizer when it loads a saved model.
+    variables = list(trainable)
     if schedule is None:
         schedule = WarmupSchedule.from_train_config(config, steps_per_epoch)
     optimizer = make_optimizer(config, schedule, precision)
