@@ -58,6 +58,16 @@ def test_a_learning_rate_far_too_low_fires_the_loss_accuracy_and_ratio_checks(tm
     assert all(e["update_ratio_median"] < RATIO_LOW for e in epochs)
 
 
+def test_updates_too_small_to_move_a_weight_are_reported_not_a_crash(tmp_path):
+    # At 1e-30 every update underflows: no kernel moves, the ratio is exactly 0 (it raised
+    # ZeroDivisionError while suggesting a rate scaled by 1/ratio).
+    run = tmp_path / "run"
+    Trainer(tiny(learning_rate=1e-30), options=RunOptions(run_dir=str(run), verbose=False)).fit()
+    warning = fired(run)["update_ratio"]
+    assert warning["value"] == 0
+    assert "likely too low; try --learning-rate auto." in warning["message"]
+
+
 def test_a_learning_rate_far_too_high_fires_the_ratio_check(tmp_path):
     run = tmp_path / "run"
     Trainer(tiny(learning_rate=10.0), options=RunOptions(run_dir=str(run), verbose=False)).fit()

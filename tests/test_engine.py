@@ -19,7 +19,7 @@ import tensorflow as tf
 import zoo
 from zoo.config import RunOptions, TrainConfig
 from zoo.train import build_parser, main
-from zoo.training import Trainer, TrainingDiverged, WarmupSchedule
+from zoo.training import Trainer, TrainingDiverged, WarmupSchedule, resolve_jit_compile
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -128,6 +128,25 @@ def test_trained_model_saves_loads_and_clones_with_its_optimizer(tmp_path):
     np.testing.assert_allclose(loaded(images), trainer.model(images), atol=1e-6)
     clone = keras.models.clone_model(trainer.model)
     assert type(clone.optimizer) is type(trainer.optimisation.optimizer)
+
+
+def test_jit_compile_is_auto_on_off_and_auto_is_off_on_a_cpu(tmp_path):
+    assert TrainConfig().jit_compile == "auto" and not resolve_jit_compile("auto")  # no GPU here
+    # Python's booleans, and older config.json files, still mean on and off.
+    assert (
+        TrainConfig(jit_compile=True).jit_compile,
+        TrainConfig(jit_compile=False).jit_compile,
+    ) == (
+        "on",
+        "off",
+    )
+    with pytest.raises(ValueError, match="jit_compile must be auto, on or off"):
+        TrainConfig(jit_compile="fast")
+    assert build_parser().parse_args(["--jit-compile", "on"]).jit_compile == "on"
+    trainer = Trainer(tiny(epochs=1, jit_compile="on"), options=at(tmp_path / "run"))
+    trainer.setup()
+    assert trainer.steps.jit_compile and ", XLA," in trainer.describe()
+    assert trainer.steps.train(iter(trainer.train_ds), 2)[3] > 0  # it runs
 
 
 def test_mixed_float16_uses_loss_scaling_and_tracks_float32(tmp_path):

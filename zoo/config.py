@@ -17,6 +17,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "exponential")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+JIT_CHOICES = ("auto", "on", "off")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
 MONITORS = ("val_accuracy", "val_loss", "val_top5", "accuracy", "loss", "top5")
 MODES = ("auto", "max", "min")
@@ -141,7 +142,12 @@ class TrainConfig:
         "default otherwise; multiworker reads TF_CONFIG",
         choices=STRATEGIES,
     )
-    jit_compile: bool = _opt(False, "compile the train and eval steps with XLA")
+    jit_compile: str = _opt(
+        "auto",
+        "compile the train and eval steps with XLA: on, off; auto: on a GPU only (on a CPU "
+        "XLA measured slower, as Keras's own auto finds: benchmarks/RESULTS.md)",
+        choices=JIT_CHOICES,
+    )
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
     deterministic: bool = _opt(
         False,
@@ -233,6 +239,9 @@ class TrainConfig:
                 isinstance(getattr(self, name), int) and getattr(self, name) >= 0,
                 "an integer >= 0",
             )
+        if isinstance(self.jit_compile, bool):  # True/False from Python or an older config.json
+            object.__setattr__(self, "jit_compile", "on" if self.jit_compile else "off")
+        _check(self, "jit_compile", self.jit_compile in JIT_CHOICES, "auto, on or off")
         _check(self, "width", _finite(self.width) and self.width > 0, "> 0")
         _check(
             self,

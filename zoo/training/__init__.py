@@ -25,7 +25,13 @@ from zoo.training.rundir import (
     RunLockedError,
     load_model,
 )
-from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
+from zoo.training.runtime import (
+    Runtime,
+    dtype_policy,
+    resolve_jit_compile,
+    resolve_precision,
+    resolve_runtime,
+)
 
 __all__ = [
     "FitHistory",
@@ -42,5 +48,7 @@ __all__ = [
     "dtype_policy",
     "fit",
     "load_model",
+    "resolve_jit_compile",
+    "resolve_precision",
     "resolve_runtime",
 ]

@@ -364,6 +364,10 @@ class Babysitter(EngineCallback):
         ratio = self.ratios.at_peak
         if math.isfinite(ratio) and not RATIO_LOW <= ratio <= RATIO_HIGH:
             high = ratio > RATIO_HIGH
+            # A ratio of 0 (no kernel moved: skipped or underflowing updates) has no scaled pick.
+            suggest = (
+                f"--learning-rate {trainer.learning_rate * 1e-3 / ratio:.2g} or " if ratio else ""
+            )
             self.warn(
                 "update_ratio",
                 done,
@@ -371,12 +375,8 @@ class Babysitter(EngineCallback):
                 f"the median update/weight ratio per step is {ratio:.1e} at the peak learning "
                 f"rate {trainer.learning_rate:.3g} (healthy: about 1e-3, within "
                 f"[{RATIO_LOW:g}, {RATIO_HIGH:g}]): the learning rate is likely too "
-                + (
-                    f"high; try --learning-rate {trainer.learning_rate * 1e-3 / ratio:.2g}"
-                    if high
-                    else f"low; try --learning-rate {trainer.learning_rate * 1e-3 / ratio:.2g}"
-                )
-                + " or --learning-rate auto.",
+                + ("high" if high else "low")
+                + f"; try {suggest}--learning-rate auto.",
             )
         self._gradients(done)
 

@@ -112,10 +112,21 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
 
 def resolve_precision(name: str = "auto") -> str:
-    """``auto``: ``mixed_float16`` on a GPU, ``float32`` otherwise."""
+    """``auto``: ``mixed_float16`` on a GPU, ``float32`` otherwise. (``mixed_bfloat16`` trains
+    faster on a CPU with bfloat16 instructions, but the learning-rate range test picks badly
+    under it: benchmarks/RESULTS.md and the README's Benchmarks section.)"""
     if name == "auto":
         return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
     return name
+
+
+def resolve_jit_compile(value: str | bool = "auto") -> bool:
+    """Whether the steps are compiled with XLA: ``auto`` on a GPU only. On a CPU, XLA's
+    convolutions are slower than oneDNN's (``python -m benchmarks.run``; Keras's own
+    ``jit_compile="auto"`` is off on a CPU for the same reason)."""
+    if value == "auto":
+        return bool(tf.config.list_logical_devices("GPU"))
+    return value in (True, "on")
 
 
 def resolve_runtime(
