@@ -6,10 +6,10 @@ Training order, per input pipeline::
     per-example crop/resize) -> batch per step -> split into per-replica batches]
     -> vectorised augmentation of whole per-replica batches (parallel, ordered) -> prefetch
 
-What was measured (``benchmarks/pipeline_throughput.py --compare-orders``): applying
+What was measured (``python -m benchmarks.pipeline``, in ``benchmarks.run``): applying
 ``augment_batch`` to whole batches after ``batch()`` against applying the same ops to each image
 (as a batch of one) in a map before ``batch()``, in otherwise identical pipelines; batching
-first was faster for every preset on a shared 2-core CPU (figures in ``README_SECTION.md``).
+first was faster for every preset on a shared 2-core CPU (figures in ``benchmarks/RESULTS.md``).
 The placement of shard, cache and shuffle follows the usual ``tf.data`` guidance and was not
 timed.
 
