@@ -113,8 +113,8 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
 def resolve_precision(name: str = "auto") -> str:
     """``auto``: ``mixed_float16`` on a GPU, ``float32`` otherwise. (``mixed_bfloat16`` trains
-    faster on a CPU with bfloat16 instructions, but the learning-rate range test picks badly
-    under it: benchmarks/RESULTS.md and the README's Benchmarks section.)"""
+    faster on a CPU with bfloat16 instructions, but the learning-rate range test can pick badly
+    under it on narrow models: the README's Benchmarks section.)"""
     if name == "auto":
         return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
     return name
