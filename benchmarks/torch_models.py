@@ -30,12 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BN_EPSILON = 1e-5  # zoo.layers.BN_EPSILON
-BN_MOMENTUM = 0.1  # 1 - zoo.layers.BN_MOMENTUM (0.9): PyTorch weights the new batch statistic
-SMALL_INPUT_MAX = 64  # zoo.layers.SMALL_INPUT_MAX: a shorter side up to this uses the small form
-CLASSIFIER_STDDEV = 0.01  # zoo.layers.CLASSIFIER_INIT_STDDEV
-LEARNING_RATE = 0.05  # benchmarks.engine.PLAIN_SGD
-MOMENTUM = 0.9
+from benchmarks.engine import PLAIN_SGD
+from zoo import layers as zoo_layers
+
+# The zoo's own settings, so that the twins cannot drift from it.
+BN_EPSILON = zoo_layers.BN_EPSILON
+BN_MOMENTUM = 1 - zoo_layers.BN_MOMENTUM  # PyTorch weights the new batch statistic
+CLASSIFIER_STDDEV = zoo_layers.CLASSIFIER_INIT_STDDEV
+LEARNING_RATE = PLAIN_SGD["learning_rate"]
+MOMENTUM = PLAIN_SGD["momentum"]
 
 
 class CompileUnavailable(RuntimeError):
@@ -43,13 +46,13 @@ class CompileUnavailable(RuntimeError):
 
 
 def scale(channels: int, width: float) -> int:
-    """``channels * width`` rounded as ``zoo.layers.scale_channels`` does (divisor 1)."""
-    return max(1, round(channels * width))
+    """``channels * width`` rounded as the zoo rounds it."""
+    return zoo_layers.scale_channels(channels, width)
 
 
 def small_form(image_size: int, small_inputs: bool | None) -> bool:
     """The zoo's ``small_inputs`` rule: explicit, or from the input size."""
-    return image_size <= SMALL_INPUT_MAX if small_inputs is None else bool(small_inputs)
+    return zoo_layers.use_small_form((image_size, image_size), small_inputs)
 
 
 # Building blocks -------------------------------------------------------------------------------

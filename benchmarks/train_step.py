@@ -308,7 +308,7 @@ def precision_and_xla(ctx: harness.Context, section: Section, peaks: dict[str, A
     for model, size, batch, steps in models(ctx):
         setup, (t, _, scratch) = _setup(ctx, model, batch, steps, size)
         images, labels = engine.memory_batches(t, 4)
-        contenders, trainers = {}, {}
+        contenders = {}
         for precision, jit in choices(ctx):
             other = engine.trainer(
                 scratch,
@@ -320,7 +320,6 @@ def precision_and_xla(ctx: harness.Context, section: Section, peaks: dict[str, A
                 image_size=size,
             )
             other.model.set_weights(t.model.get_weights())
-            trainers[(precision, jit)] = other
             data_ = engine.repeat(images, labels, batch)
             contenders[(precision, jit)] = engine_contender(other, data_, setup, FIT_STEPS)
         rates = harness.interleave(
