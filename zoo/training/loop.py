@@ -292,7 +292,9 @@ class Trainer:
 
     def _pick_learning_rate(self) -> float:
         """The peak learning rate: the config's, or with ``auto`` the range test's suggestion
-        (run once per run: a resumed run reads what it picked from ``learning_rate.json``)."""
+        (run once per run: a resumed run reads what it picked from ``learning_rate.json``). A
+        flat range test (nothing learned: its minimum is noise) gives the recipe's rate and a
+        warning instead."""
         cfg = self.config
         if cfg.learning_rate != AUTO:
             return float(cfg.learning_rate)
@@ -313,20 +315,37 @@ class Trainer:
             "rule": lr_find.SUGGESTION_RULE,
             "min_loss_lr": result.min_loss_lr,
             "steepest": result.steepest,
+            "flat": result.flat,
             "steps": result.steps,
             "stopped": result.stopped,
             "seconds": round(result.seconds, 2),
             "curve": f"{rundir.LR_FIND}/{lr_find.PLOT_NAME}",
         }
+        curve = self.run.path / rundir.LR_FIND
+        if result.flat:  # nothing was learned in the test: its minimum is noise
+            recipe = zoo.model_info(cfg.model).recipe.learning_rate
+            picked |= {
+                "learning_rate": recipe,
+                "rule": f"{cfg.model}'s recipe: the range test's loss was flat",
+                "suggestion": result.suggestion,
+            }
+            cb.logger.warning(
+                "warning: learning rate auto: the range test's loss never fell %.0f%% below its "
+                "start in %d steps (curve in %s), so it tells nothing; training at %s's recipe "
+                "rate %.3g instead. A longer test (python -m tuning.lr_find --steps 300) or "
+                "--learning-rate gives your own.",
+                100 * lr_find.FLAT_DROP, result.steps, curve, cfg.model, recipe,
+            )  # fmt: skip
+        else:
+            self.say(
+                f"learning rate auto: {result.suggestion:.3g} (smoothed loss lowest at "
+                f"{result.min_loss_lr:.3g}, / 10; steepest at {result.steepest:.3g}; "
+                f"{result.steps} steps, {result.seconds:.0f} s; curve in {curve}); recorded in "
+                f"{rundir.LEARNING_RATE}"
+            )
         if self.chief:
             self.run.write_json(rundir.LEARNING_RATE, picked)
-        self.say(
-            f"learning rate auto: {result.suggestion:.3g} (smoothed loss lowest at "
-            f"{result.min_loss_lr:.3g}, / 10; steepest at {result.steepest:.3g}; "
-            f"{result.steps} steps, {result.seconds:.0f} s; curve in "
-            f"{self.run.path / rundir.LR_FIND}); recorded in {rundir.LEARNING_RATE}"
-        )
-        return result.suggestion
+        return float(picked["learning_rate"])
 
     def _describe_to_keras(self) -> None:
         """Compile the model (never trained by Keras's ``fit``) so that Keras's callbacks find
