@@ -5,25 +5,18 @@ default recipe."""
 import json
 
 import pytest
+from helpers import at, tiny
 
-from zoo.config import RunOptions, TrainConfig
+from zoo.config import TrainConfig
 from zoo.train import main
 from zoo.training import Trainer, TrainingCheckFailed
 from zoo.training.callbacks import CHECK_EPOCH, RATIO_HIGH, RATIO_LOW
 
 
-def tiny(**overrides) -> TrainConfig:
-    """resnet20 at 1/8 width, constant learning rate, no warm-up: checks judge epoch 3."""
-    return TrainConfig(
-        **{
-            "model": "resnet20",
-            "width": 0.125,
-            "batch_size": 64,
-            "epochs": CHECK_EPOCH,
-            "warmup_epochs": 0.0,
-            "schedule": "constant",
-            **overrides,
-        }
+def checked(**overrides) -> TrainConfig:
+    """The tiny run at a constant learning rate, no warm-up: checks judge epoch 3."""
+    return tiny(
+        **{"epochs": CHECK_EPOCH, "warmup_epochs": 0.0, "schedule": "constant", **overrides}
     )
 
 
@@ -37,9 +30,7 @@ def fired(run) -> dict[str, dict]:
 
 def test_a_learning_rate_far_too_low_fires_the_loss_accuracy_and_ratio_checks(tmp_path, caplog):
     run = tmp_path / "run"
-    history = Trainer(
-        tiny(learning_rate=1e-7), options=RunOptions(run_dir=str(run), verbose=False)
-    ).fit()
+    history = Trainer(checked(learning_rate=1e-7), options=at(run)).fit()
     warnings = fired(run)
     assert {"loss_not_falling", "chance_accuracy", "update_ratio"} <= set(warnings)
     assert "vanishing_gradients" not in warnings  # the gradients are fine; the rate is not
@@ -62,7 +53,7 @@ def test_updates_too_small_to_move_a_weight_are_reported_not_a_crash(tmp_path):
     # At 1e-30 every update underflows: no kernel moves, the ratio is exactly 0 (it raised
     # ZeroDivisionError while suggesting a rate scaled by 1/ratio).
     run = tmp_path / "run"
-    Trainer(tiny(learning_rate=1e-30), options=RunOptions(run_dir=str(run), verbose=False)).fit()
+    Trainer(checked(learning_rate=1e-30), options=at(run)).fit()
     warning = fired(run)["update_ratio"]
     assert warning["value"] == 0
     assert "likely too low; try --learning-rate auto." in warning["message"]
@@ -70,7 +61,7 @@ def test_updates_too_small_to_move_a_weight_are_reported_not_a_crash(tmp_path):
 
 def test_a_learning_rate_far_too_high_fires_the_ratio_check(tmp_path):
     run = tmp_path / "run"
-    Trainer(tiny(learning_rate=10.0), options=RunOptions(run_dir=str(run), verbose=False)).fit()
+    Trainer(checked(learning_rate=10.0), options=at(run)).fit()
     warnings = fired(run)
     assert warnings["update_ratio"]["value"] > RATIO_HIGH
     assert "likely too high" in warnings["update_ratio"]["message"]
@@ -79,13 +70,12 @@ def test_a_learning_rate_far_too_high_fires_the_ratio_check(tmp_path):
     assert {"exploding_gradients", "vanishing_gradients"} & set(warnings)
 
 
+@pytest.mark.slow
 def test_the_default_recipe_passes_every_check(tmp_path):
     """The default run (resnet20, its recipe, digits) but 6 of its 15 epochs: every check
     is judged by then (loss and accuracy after epoch 4; ratios near the peak rate)."""
     run = tmp_path / "run"
-    history = Trainer(
-        TrainConfig(epochs=6), options=RunOptions(run_dir=str(run), verbose=False)
-    ).fit()
+    history = Trainer(TrainConfig(epochs=6), options=at(run)).fit()
     assert checks(run)["warnings"] == []
     assert history.metrics["check_warnings"] == []
     epochs = checks(run)["epochs"]
@@ -114,6 +104,6 @@ def test_strict_checks_stop_the_run_with_exit_code_2_keeping_its_epochs(tmp_path
 def test_strict_checks_raise_from_the_python_api(tmp_path):
     with pytest.raises(TrainingCheckFailed, match="check update_ratio failed"):
         Trainer(
-            tiny(learning_rate=1e-7),
-            options=RunOptions(run_dir=str(tmp_path / "run"), verbose=False, strict_checks=True),
+            checked(learning_rate=1e-7),
+            options=at(tmp_path / "run", strict_checks=True),
         ).fit()

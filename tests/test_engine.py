@@ -4,66 +4,20 @@ run directory, steps per execution, evaluation under replicas) have their own te
 
 import csv
 import json
-import os
 import socket
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import at, checkpoint_arrays, tiny
+from scripts import child_env, finish, run_python, start_module
 
 import zoo
 from zoo.config import RunOptions, TrainConfig
 from zoo.train import build_parser, main
 from zoo.training import Trainer, TrainingDiverged, WarmupSchedule, resolve_jit_compile
-
-
-def tiny(**overrides) -> TrainConfig:
-    """A seconds-long run: resnet20 at 1/8 width on digits."""
-    return TrainConfig(
-        **{"model": "resnet20", "width": 0.125, "batch_size": 64, "epochs": 2, **overrides}
-    )
-
-
-def at(path, **options) -> RunOptions:
-    """Options of a quiet run in ``path``."""
-    return RunOptions(run_dir=str(path), verbose=False, **options)
-
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-
-
-def python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (device setup must precede TensorFlow's start)."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-    )
-
-
-def train_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "zoo.train", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=ENV,
-    )
-
-
-def checkpoint_arrays(path: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(path)
-    names = [n for n in reader.get_variable_to_shape_map() if "save_counter" not in n]
-    arrays = {n: np.asarray(reader.get_tensor(n)) for n in names}
-    return {n: a for n, a in arrays.items() if a.dtype.kind in "fiu"}  # not the object graph
-
 
 # Engine -------------------------------------------------------------------------------------
 
@@ -149,6 +103,7 @@ def test_jit_compile_is_auto_on_off_and_auto_is_off_on_a_cpu(tmp_path):
     assert trainer.steps.train(iter(trainer.train_ds), 2)[3] > 0  # it runs
 
 
+@pytest.mark.slow
 def test_mixed_float16_uses_loss_scaling_and_tracks_float32(tmp_path):
     losses = {}
     for precision in ("float32", "mixed_float16"):
@@ -162,6 +117,7 @@ def test_mixed_float16_uses_loss_scaling_and_tracks_float32(tmp_path):
     assert losses["mixed_float16"] == pytest.approx(losses["float32"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_overfit_batches_drives_the_loss_down(tmp_path):
     """CS231n's check: one fixed batch, no augmentation, no decay, and the model memorises it."""
     config = tiny(
@@ -183,22 +139,12 @@ def test_overfit_batches_drives_the_loss_down(tmp_path):
     assert float(rows[-1]["loss"]) < 0.35 and float(rows[-1]["accuracy"]) == 1.0
 
 
-def test_nan_guard_stops_with_the_reason_and_keeps_a_loadable_checkpoint(tmp_path):
+def test_nan_guard_stops_with_the_reason_and_keeps_a_loadable_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    result = train_cli(
-        "--width",
-        "0.125",
-        "--epochs",
-        "2",
-        "--learning-rate",
-        "1e12",
-        "--warmup-epochs",
-        "0",
-        "--run-dir",
-        str(run),
-    )
-    assert result.returncode == 3, result.stderr[-2000:]
-    assert "error: loss became" in result.stderr and "Last good checkpoint" in result.stderr
+    argv = ["--width", "0.125", "--epochs", "2", "--learning-rate", "1e12", "--warmup-epochs", "0"]
+    assert main([*argv, "--run-dir", str(run)]) == 3
+    err = capsys.readouterr().err
+    assert "error: loss became" in err and "Last good checkpoint" in err, err[-2000:]
     last = tf.train.latest_checkpoint(run / "checkpoints")
     assert last is not None
     arrays = checkpoint_arrays(last)
@@ -207,20 +153,18 @@ def test_nan_guard_stops_with_the_reason_and_keeps_a_loadable_checkpoint(tmp_pat
     )
 
 
-def test_resume_continues_the_schedule_and_history(tmp_path):
-    run = tmp_path / "run"
-    Trainer(tiny(epochs=1), options=at(run)).fit()
-    trainer = Trainer.resume(run, epochs=2, options=at(run))
+def test_resume_continues_the_schedule_and_history(tiny_run):
+    trainer = Trainer.resume(tiny_run, epochs=3, options=at(tiny_run))
     trainer.fit()
-    assert trainer.start_epoch == 1
-    latest = checkpoint_arrays(tf.train.latest_checkpoint(run / "checkpoints"))
+    assert trainer.start_epoch == 2
+    latest = checkpoint_arrays(tf.train.latest_checkpoint(tiny_run / "checkpoints"))
     iterations = [
         v for k, v in latest.items() if k.endswith("/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
     ]
-    assert iterations == [2 * trainer.data.steps_per_epoch]
-    assert latest["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 2
-    with open(run / "history.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    assert iterations == [3 * trainer.data.steps_per_epoch]
+    assert latest["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 3
+    with open(tiny_run / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
 
 def image_folder(root: Path, classes: int = 3, per_class: int = 24) -> Path:
@@ -236,9 +180,8 @@ def image_folder(root: Path, classes: int = 3, per_class: int = 24) -> Path:
     return root
 
 
-def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tmp_path):
-    source = tmp_path / "source"
-    Trainer(tiny(epochs=1), options=at(source)).fit()
+def test_transfer_learning_keeps_the_backbone_and_makes_a_new_head(tiny_run_source, tmp_path):
+    source = tiny_run_source
     folder = image_folder(tmp_path / "images")
     config = tiny(
         epochs=6,
@@ -307,7 +250,7 @@ def test_two_replica_step_equals_one_device_step():
     """One MirroredStrategy step over 2 logical CPUs and one default-strategy step on the same
     global batch give the same weights (a model without batch norm or dropout, whose
     statistics would legitimately differ per replica)."""
-    result = python("""
+    result = run_python("""
         import tempfile, numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         two = [tf.config.LogicalDeviceConfiguration()] * 2
@@ -357,49 +300,19 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_multiworker_training_with_two_local_workers(tmp_path):
     """MultiWorkerMirroredStrategy, two worker processes on loopback, one short epoch."""
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     run = tmp_path / "run"
+    args = ["--strategy", "multiworker", "--width", "0.125", "--batch-size", "64"]
     procs = []
     for index in range(2):
-        env = {
-            **ENV,
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-        }
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "zoo.train",
-                    "--strategy",
-                    "multiworker",
-                    "--width",
-                    "0.125",
-                    "--batch-size",
-                    "64",
-                    "--epochs",
-                    "1",
-                    "--run-dir",
-                    str(run),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        )
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=300))
-    finally:
-        for proc in procs:
-            proc.kill()
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        argv = [*args, "--epochs", "1", "--run-dir", str(run)]
+        procs.append(start_module("zoo.train", *argv, env=child_env(TF_CONFIG=json.dumps(task))))
+    outputs = finish(procs)
     assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert "2 replica(s)" in outputs[0][0]
     assert tf.train.latest_checkpoint(run / "checkpoints").endswith("epoch-1")

@@ -11,7 +11,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import build_once
 from PIL import Image
+from scripts import CHILD_TIMEOUT
 
 import zoo
 from zoo.config import RunOptions, TrainConfig
@@ -22,10 +24,7 @@ from zoo.training import Trainer
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A two-epoch resnet20 (1/4 width) on digits, trained under mixed_bfloat16."""
-    run = tmp_path_factory.mktemp("train") / "run"
+def _train_for_export(run: Path) -> None:
     config = TrainConfig(
         model="resnet20",
         width=0.25,
@@ -35,7 +34,13 @@ def trained_run(tmp_path_factory) -> Path:
     )
     Trainer(config, options=RunOptions(run_dir=str(run), verbose=False)).fit()
     assert keras.config.dtype_policy().name == "float32"  # the engine restored it
-    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A two-epoch resnet20 (1/4 width) on digits, trained under mixed_bfloat16 once per test
+    session (read only: exports read their source)."""
+    return build_once(tmp_path_factory, "export-run", _train_for_export)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +112,7 @@ def test_savedmodel_serves_in_a_process_without_this_project(exported, digit_fil
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=CHILD_TIMEOUT,
         env=ENV,
         cwd="/",
     )

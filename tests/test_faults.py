@@ -9,8 +9,6 @@ Each point is "the Nth time this process reaches X"; the child script below arms
 public functions (`tf.train.CheckpointManager.save`, `RunDirectory.write_history`, `os.replace`)
 and a Keras callback, and kills its own process there with SIGKILL (no cleanup runs)."""
 
-import csv
-import os
 import signal
 import subprocess
 import sys
@@ -18,15 +16,12 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
+from helpers import history_rows as history
+from scripts import CHILD_TIMEOUT, child_env, run_module
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {
-    **os.environ,
-    "PYTHONPATH": str(REPO),
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    "CUDA_VISIBLE_DEVICES": "",
-}
+ENV = child_env(TF_CPP_MIN_LOG_LEVEL="3")
 
 CHILD = textwrap.dedent(
     """
@@ -134,7 +129,7 @@ def run_child(script: Path, run_dir: Path, plan: str) -> subprocess.CompletedPro
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=300,
+        timeout=CHILD_TIMEOUT,
         check=False,
     )
 
@@ -148,11 +143,7 @@ def arrays(prefix: str) -> dict[str, np.ndarray]:
     }
 
 
-def history(run: Path) -> list[dict[str, str]]:
-    with open(run / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
+@pytest.mark.slow
 def test_sigkill_at_eleven_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -166,14 +157,7 @@ def test_sigkill_at_eleven_points_then_resume_equals_an_uninterrupted_run(tmp_pa
         # Killed where planned (a point never reached would let the process finish).
         assert killed.returncode == -signal.SIGKILL, (plan, killed.stderr[-3000:])
     # The last resume is the command line's, as a user would type it.
-    final = subprocess.run(
-        [sys.executable, "-m", "zoo.train", "--resume", str(run)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-        check=False,
-    )
+    final = run_module("zoo.train", "--resume", str(run), env=ENV)
     assert final.returncode == 0 and f"Results: {run}" in final.stdout, final.stderr[-3000:]
 
     assert [int(row["epoch"]) for row in history(run)] == [1, 2, 3]

@@ -1,30 +1,21 @@
 """The fine-tuning recipe (``--fine-tune``): stages, a new head, resume in either stage, one loss
 scale with per-variable learning rates, and a transfer that beats training from scratch."""
 
-import csv
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from helpers import at
+from helpers import history_rows as history
 
 import pipelines
-from zoo.config import RunOptions, TrainConfig
+from zoo.config import TrainConfig
+from zoo.train import main
 from zoo.training import Trainer, load_model
 
 BASE = {"model": "resnet20", "width": 0.125, "batch_size": 32, "seed": 0}
-
-
-def at(path, **options) -> RunOptions:
-    return RunOptions(run_dir=str(path), verbose=False, **options)
-
-
-def history(run) -> list[dict[str, str]]:
-    with open(Path(run) / "history.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def write_digits(folder: Path, classes: str, per_class: int | None = None) -> str:
@@ -33,12 +24,11 @@ def write_digits(folder: Path, classes: str, per_class: int | None = None) -> st
     return f"folder:{folder}"
 
 
-@pytest.fixture(scope="module")
-def source_run(tmp_path_factory) -> Path:
-    """One epoch of resnet20 at 1/8 width on the digits: a backbone to start from."""
-    run = tmp_path_factory.mktemp("source") / "run"
-    Trainer(TrainConfig(**BASE, epochs=1), options=at(run)).fit()
-    return run
+@pytest.fixture
+def source_run(tiny_run_source) -> Path:
+    """The session's tiny run (resnet20 at 1/8 width, two epochs on the digits): a backbone to
+    start from."""
+    return tiny_run_source
 
 
 def test_config_needs_starting_weights_and_not_a_frozen_backbone():
@@ -55,15 +45,13 @@ def test_config_needs_starting_weights_and_not_a_frozen_backbone():
     assert TrainConfig(fine_tune=True, init_from="x", backbone_lr_mult=1.0).backbone_multiplier == 1
 
 
-def test_cli_fine_tune_without_weights_is_one_line_and_exit_2(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "zoo.train", "--fine-tune", "--runs-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+def test_cli_fine_tune_without_weights_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--fine-tune", "--runs-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
         "python -m zoo.train: error: fine_tune (--fine-tune) needs starting weights: --weights "
         "imagenet (or torchvision, or a weights file) or --init-from RUN_DIR_OR_.keras."
     )
@@ -128,29 +116,43 @@ class KillAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize(
-    ("killed_in", "stage", "trained"),
-    [(1, 1, 2), (2, 2, None), (3, 2, None)],
-    ids=["stage-1", "at-the-boundary", "stage-2"],
-)
-def test_resume_continues_in_the_right_stage_and_equals_an_uninterrupted_run(
-    source_run, tmp_path, killed_in, stage, trained
-):
-    """Two frozen epochs then two of all layers, killed during epoch ``killed_in`` (0-based):
-    the resumed run is in the stage of its checkpoint with that stage's trainable set, and
-    finishes bit-identical (deterministic ops) to a run that was never interrupted."""
-    config = TrainConfig(
-        **{**BASE, "batch_size": 16},
-        init_from=str(source_run),
-        fine_tune=True,
-        freeze_epochs=2,
-        epochs=2,
-        overfit_batches=2,
-        deterministic=True,
-    )
-    whole = tmp_path / "whole"
+RESUME_CONFIG = {
+    **BASE,
+    "batch_size": 16,
+    "fine_tune": True,
+    "freeze_epochs": 2,
+    "epochs": 2,
+    "overfit_batches": 2,
+    "deterministic": True,
+}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_run_source) -> tuple[TrainConfig, Trainer, Path]:
+    """The fine-tuning run the resumed ones must equal: two frozen epochs then two of all
+    layers, never interrupted (deterministic ops)."""
+    config = TrainConfig(**RESUME_CONFIG, init_from=str(tiny_run_source))
+    whole = tmp_path_factory.mktemp("whole") / "run"
     reference = Trainer(config, options=at(whole, steps_per_execution=1))
     reference.fit()
+    return config, reference, whole
+
+
+@pytest.mark.parametrize(
+    ("killed_in", "stage", "trained"),
+    [
+        pytest.param(1, 1, 2, id="stage-1", marks=pytest.mark.slow),
+        pytest.param(2, 2, None, id="at-the-boundary"),
+        pytest.param(3, 2, None, id="stage-2", marks=pytest.mark.slow),
+    ],
+)
+def test_resume_continues_in_the_right_stage_and_equals_an_uninterrupted_run(
+    uninterrupted, tmp_path, killed_in, stage, trained
+):
+    """Killed during epoch ``killed_in`` (0-based): the resumed run is in the stage of its
+    checkpoint with that stage's trainable set, and finishes bit-identical to the
+    uninterrupted run."""
+    config, reference, whole = uninterrupted
     run = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         Trainer(config, options=at(run, steps_per_execution=1), callbacks=[KillAt(killed_in)]).fit()
@@ -220,6 +222,7 @@ def test_backbone_step_is_the_multiplier_times_the_head_step(tmp_path, precision
         np.testing.assert_allclose(scaled, factor * full, rtol=2e-3, atol=1e-6, err_msg=path)
 
 
+@pytest.mark.slow
 def test_fine_tuned_backbone_beats_training_from_scratch(tmp_path):
     """A backbone trained on digits 0-4, fine-tuned with the recipe on 40 images each of 5-9,
     against the same model trained from scratch for as many epochs, same seed and data."""
@@ -246,6 +249,7 @@ def test_fine_tuned_backbone_beats_training_from_scratch(tmp_path):
     assert fine_tuned >= from_scratch + 0.15, (fine_tuned, from_scratch)
 
 
+@pytest.mark.slow
 def test_init_from_sets_the_image_size_and_a_resume_needs_no_source(tmp_path):
     """A backbone trained at 40x40 fine-tunes at 40x40 on the 32x32 digits; config.json records
     it, so the run resumes after the source is gone."""

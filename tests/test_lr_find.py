@@ -7,39 +7,33 @@ import math
 import os
 import random
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+from helpers import at, tiny
 
-from tuning.lr_find import CSV_FIELDS, SKIPPED_FIELDS, build_parser, lr_find, main
-from zoo.config import RunOptions, TrainConfig
+from tuning.lr_find import (
+    CSV_FIELDS,
+    FLAT_DROP,
+    SKIPPED_FIELDS,
+    build_parser,
+    is_flat,
+    lr_find,
+    main,
+    suggest,
+)
+from zoo.config import TrainConfig
 from zoo.training import Trainer, TrainingDiverged
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
-
-def tiny(**overrides) -> TrainConfig:
-    """resnet20 at 1/8 width on digits: a range test of 200 steps takes seconds."""
-    return TrainConfig(
-        **{"model": "resnet20", "width": 0.125, "batch_size": 64, "seed": 0, **overrides}
-    )
-
-
-def test_cli_writes_the_curve_and_plot_and_prints_the_suggestion_last(tmp_path):
+def test_cli_writes_the_curve_and_plot_and_prints_the_suggestion_last(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
     args = ["--width", "0.125", "--batch-size", "64", "--steps", "40", "--out", "out"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "tuning.lr_find", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
-    assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
+    assert main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
     match = re.fullmatch(r"suggested learning rate: (\S+)", last)
     assert match and 1e-7 <= float(match[1]) <= 10
     assert match[1] == f"{float(match[1]):.2g}"  # two significant digits
@@ -56,8 +50,9 @@ def test_cli_writes_the_curve_and_plot_and_prints_the_suggestion_last(tmp_path):
     assert (tmp_path / "out" / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_suggestion_trains_and_a_hundred_times_it_does_not(tmp_path):
-    config = tiny()
+    config = tiny(seed=0)
     result = lr_find(config)
     assert result.suggestion == pytest.approx(result.min_loss_lr / 10)
     assert 1e-7 < result.suggestion < 10 and 1e-7 <= result.steepest <= 10
@@ -73,7 +68,7 @@ def test_suggestion_trains_and_a_hundred_times_it_does_not(tmp_path):
             epochs=3,
             bn_recalibration=0,
         )
-        options = RunOptions(run_dir=str(tmp_path / f"lr{learning_rate:g}"), verbose=False)
+        options = at(tmp_path / f"lr{learning_rate:g}")
         try:
             return Trainer(run, options=options).fit().history["loss"]
         except TrainingDiverged:
@@ -88,7 +83,7 @@ def test_suggestion_trains_and_a_hundred_times_it_does_not(tmp_path):
 def test_policy_random_state_and_working_directory_are_left_as_found(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     python_state, numpy_state = random.getstate(), np.random.get_state()[1].copy()
-    result = lr_find(tiny(precision="mixed_bfloat16"), start_lr=1e-3, end_lr=1.0, steps=20)
+    result = lr_find(tiny(seed=0, precision="mixed_bfloat16"), start_lr=1e-3, end_lr=1.0, steps=20)
     assert keras.config.dtype_policy().name == "float32"
     assert random.getstate() == python_state
     assert np.array_equal(np.random.get_state()[1], numpy_state)
@@ -125,3 +120,36 @@ def test_flags_are_the_config_fields_but_the_skipped_ones():
     for field in dataclasses.fields(TrainConfig):
         flag = re.escape("--" + field.name.replace("_", "-")) + r"(?![\w-])"
         assert bool(re.search(flag, usage)) != (field.name in SKIPPED_FIELDS), field.name
+
+
+# The suggestion's rule, on curves made here: the same verdict on every machine. ------------
+
+LRS = np.geomspace(1e-7, 10, 100)
+
+
+def test_a_valley_is_read_at_its_minimum_over_ten():
+    log = np.log10(LRS)
+    curve = 2.3 - 0.5 * np.exp(-((log + 0.5) ** 2))  # lowest at 10**-0.5
+    curve[log > -0.5] += 3 * (log[log > -0.5] + 0.5) ** 2  # then it diverges
+    suggestion, min_loss_lr, steepest = suggest(LRS, curve)
+    assert not is_flat(LRS, curve)
+    assert min_loss_lr == LRS[np.argmin(curve)] and suggestion == pytest.approx(min_loss_lr / 10)
+    assert LRS[10] <= steepest < min_loss_lr
+
+
+def test_a_flat_curve_is_read_where_it_starts_to_rise_not_at_its_noise():
+    """The curve the in-run test saw at width 1/8 (ln 10 until about 0.05, then rising), with
+    noise whose lowest point sits early: the bare argmin read 1e-8 there."""
+    rng = np.random.default_rng(0)
+    curve = math.log(10) + rng.normal(0, 5e-4, LRS.size)
+    curve[7] -= 3e-3  # the noise's lowest point, at 3.7e-7
+    rising = LRS > 0.05
+    curve[rising] += 0.2 * np.log10(LRS[rising] / 0.05)
+    assert is_flat(LRS, curve)
+    suggestion, min_loss_lr, _ = suggest(LRS, curve)
+    assert 0.05 <= min_loss_lr <= 0.2  # the end of the flat part
+    assert suggestion == pytest.approx(min_loss_lr / 10)
+    # A loss that never rises either: the last learning rate.
+    assert suggest(LRS, np.full(LRS.size, math.log(10)))[1] == LRS[-1]
+    # A fall of FLAT_DROP from the start is learning, not noise.
+    assert not is_flat(LRS, np.linspace(2.3, 2.3 * (1 - 1.5 * FLAT_DROP), LRS.size))

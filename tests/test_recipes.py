@@ -2,22 +2,20 @@
 ``--learning-rate auto``, and that each family's recipe trains."""
 
 import json
+import logging
 import math
 
 import pytest
+from helpers import at
 
 import zoo
-from zoo.config import RECIPE_FIELDS, RunOptions, TrainConfig
+from zoo.config import RECIPE_FIELDS, TrainConfig
 from zoo.registry import Recipe
 from zoo.summary import main as summary_main
 from zoo.train import main as train_main
 from zoo.train import parse
 from zoo.training import Trainer
 from zoo.training.callbacks import LOSS_FRACTION
-
-
-def at(path, **options) -> RunOptions:
-    return RunOptions(run_dir=str(path), verbose=False, **options)
 
 
 def test_every_model_has_a_complete_valid_recipe():
@@ -100,13 +98,22 @@ def test_the_run_records_the_recipe_it_trained_with(tmp_path, capsys):
     assert "from resnet20's recipe except batch_size" in out
 
 
-def test_learning_rate_auto_runs_the_range_test_once_and_records_it(tmp_path):
+def test_learning_rate_auto_runs_the_range_test_once_and_records_it(tmp_path, caplog):
     config = TrainConfig(
         model="resnet20", width=0.125, batch_size=64, epochs=1, learning_rate="auto"
     )
-    first = Trainer(config, options=at(tmp_path / "run")).fit()
+    with caplog.at_level(logging.WARNING):
+        first = Trainer(config, options=at(tmp_path / "run")).fit()
     record = json.loads((tmp_path / "run" / "learning_rate.json").read_text())
-    assert record["learning_rate"] == pytest.approx(record["min_loss_lr"] / 10)
+    # At this width nothing is learned in the 100 steps of the in-run test: a flat curve,
+    # whose minimum is noise (it read 1e-8 on one CPU), so the recipe's rate is used, said.
+    flat = "range test's loss never fell 1% below its start" in caplog.text
+    assert record["flat"] == flat
+    if flat:
+        assert record["learning_rate"] == zoo.model_info("resnet20").recipe.learning_rate
+        assert record["rule"] == "resnet20's recipe: the range test's loss was flat"
+    else:
+        assert record["learning_rate"] == pytest.approx(record["min_loss_lr"] / 10)
     assert first.metrics["learning_rate"] == record["learning_rate"]
     assert 1e-5 < record["learning_rate"] < 1.0
     curve = tmp_path / "run" / "lr_find" / "lr_find.csv"
@@ -144,6 +151,7 @@ FAMILY_MODELS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "width"), FAMILY_MODELS)
 def test_each_familys_recipe_lowers_the_loss_clearly_below_ln_classes(tmp_path, model, width):
     history = Trainer(

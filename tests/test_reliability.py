@@ -5,11 +5,9 @@ finished lost; warnings for settings that do nothing useful; a quiet TensorFlow 
 import errno
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -17,14 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from scripts import assert_same_layer_weights
+from scripts import assert_same_layer_weights, child_env, run_python
 
 import zoo
 from zoo.config import RunOptions, TrainConfig
 from zoo.train import main
 from zoo.training import RunDirectory, Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "resnet20", "--width", "0.125", "--epochs", "1", "--batch-size", "8"]
 
 
@@ -127,7 +124,7 @@ def test_unwritable_runs_dir_says_to_choose_a_writable_one(tmp_path, capsys, mon
     assert "Permission denied" in line and "can write to" in line
 
 
-@pytest.mark.parametrize("where", ["history", "checkpoint"])
+@pytest.mark.parametrize("where", ["history", pytest.param("checkpoint", marks=pytest.mark.slow)])
 def test_full_disk_after_an_epoch_keeps_it_and_says_how_to_resume(
     tmp_path, capsys, monkeypatch, where
 ):
@@ -245,21 +242,55 @@ def test_settings_that_do_nothing_useful_are_warned_about(tmp_path, caplog):
     assert re.search(r"--overfit-batches 50 is more than the \d full batches", caplog.text)
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
-    environment.update(PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="", **env)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-        check=False,
-    )
+def run_loud(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with TensorFlow's log level as a user has it (unset)."""
+    return run_python(code, env=child_env(drop=("TF_CPP_MIN_LOG_LEVEL",)))
+
+
+# Every ``python -m`` command of the project (the README's reference).
+COMMANDS = (
+    "zoo.train",
+    "zoo.export",
+    "zoo.predict",
+    "zoo.summary",
+    "tuning.search",
+    "tuning.lr_find",
+    "pipelines.preview",
+    "pipelines.write",
+    "benchmarks.run",
+)
+
+ENTRY_POINTS = """
+    import contextlib, io, json, runpy, sys, warnings
+    warnings.simplefilter("ignore", RuntimeWarning)  # runpy: module already imported
+    results = {}
+    for module in sys.argv[1:]:
+        sys.argv, out, code = [module, "--help"], io.StringIO(), None
+        try:
+            with contextlib.redirect_stdout(out):
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as exit:
+            code = exit.code
+        results[module] = [code, out.getvalue()]
+    print("RESULT" + json.dumps(results))
+"""
+
+
+def test_every_command_runs_as_a_module_and_prints_its_usage():
+    """Each ``python -m`` entry (its ``__main__`` block, which starts TensorFlow quietly)
+    runs: one interpreter, each command's ``--help``."""
+    result = run_python(ENTRY_POINTS, *COMMANDS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    results = json.loads(line[len("RESULT") :])
+    for module in COMMANDS:
+        code, out = results[module]
+        assert code == 0, (module, out[-2000:])
+        assert out.startswith(f"usage: python -m {module}"), (module, out[:300])
 
 
 def test_multiworker_without_tf_config_is_warned_about():
-    result = run_python(
+    result = run_loud(
         "import logging; logging.basicConfig()\n"
         "from zoo.training.runtime import resolve_strategy\n"
         "print(resolve_strategy('multiworker').num_replicas_in_sync)"
@@ -274,7 +305,7 @@ def test_first_screen_has_no_tensorflow_lines_and_names_the_devices(tmp_path):
     printed ``E0000 ... failed call to cuInit``) or of TFDS's (an absl warning about the empty
     dataset folder)."""
     (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)
-    result = run_python(
+    result = run_loud(
         "import sys; from zoo.train import main\n"
         f"sys.exit(main(['--dataset', 'tfds:cifar10', '--data-dir', '{tmp_path}']))"
     )
@@ -287,7 +318,7 @@ def test_first_screen_has_no_tensorflow_lines_and_names_the_devices(tmp_path):
 def test_summary_of_a_huge_input_does_not_allocate_the_weights():
     """VGG-16 at 1024x1024 has 2.1 billion weights (8.6 GB of float32); counting them must not
     make them."""
-    result = run_python(
+    result = run_loud(
         "import re, sys; from zoo.summary import main\n"
         "code = main(['--model', 'vgg16', '--input-shape', '1024,1024', '--format', 'json'])\n"
         # VmHWM is this process image's own peak: getrusage's ru_maxrss keeps the peak of the

@@ -21,8 +21,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import at, build_once
+from scripts import CHILD_TIMEOUT, child_env, run_module, run_python
 
-from zoo.config import RunOptions, TrainConfig
+from zoo.config import TrainConfig
 from zoo.train import main
 from zoo.training import NoCheckpointError, RunDirectory, RunLockedError, Trainer, rundir
 from zoo.training.rundir import atomic_write_text
@@ -32,11 +34,7 @@ TINY = TrainConfig(
     model="resnet20", width=0.125, batch_size=64, epochs=2, monitor="loss", mode="min"
 )
 TINY_FLAGS = ["--model", "resnet20", "--width", "0.125", "--batch-size", "64", "--epochs", "1"]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-
-
-def at(path) -> RunOptions:
-    return RunOptions(run_dir=str(path), verbose=False)
+ENV = child_env(TF_CPP_MIN_LOG_LEVEL="3")
 
 
 def epochs_in_history(run: Path) -> list[int]:
@@ -70,11 +68,7 @@ def model_arrays(prefix: str) -> dict[str, np.ndarray]:
 # A trained run, and copies of it broken on purpose ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """A finished 2-epoch run, and a snapshot of its ``checkpoints/checkpoint`` state file and
-    ``best/`` folder as they were at the end of epoch 1 (what a kill in epoch 2 leaves)."""
-    root = tmp_path_factory.mktemp("trained")
+def _train_with_snapshot(root: Path) -> None:
     run, snapshot = root / "run", root / "after-epoch-1"
 
     class Snapshot(keras.callbacks.Callback):  # runs after the engine's own callbacks
@@ -85,6 +79,15 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
                 shutil.copytree(run / "best", snapshot / "best")
 
     Trainer(TINY, options=at(run), callbacks=[Snapshot()]).fit()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished 2-epoch run, and a snapshot of its ``checkpoints/checkpoint`` state file and
+    ``best/`` folder as they were at the end of epoch 1 (what a kill in epoch 2 leaves). Made
+    once per test session; tests break copies of it."""
+    root = build_once(tmp_path_factory, "rundir-trained", _train_with_snapshot)
+    run, snapshot = root / "run", root / "after-epoch-1"
     with open(run / "history.csv", newline="") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
     assert losses[1] < losses[0], "the fixture needs epoch 2 to be the best by loss"
@@ -192,13 +195,7 @@ RACE = """
 def race(tmp_path_factory) -> tuple[Path, dict[str, list[int]]]:
     """Two races of 4 processes each: the same ``run_dir``, and the same default name."""
     root = tmp_path_factory.mktemp("race")
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(RACE), str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
+    result = run_python(RACE, str(root), env=ENV)
     assert result.returncode == 0, result.stderr[-2000:]
     return root, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -248,13 +245,7 @@ def test_a_held_lock_refuses_other_trainers_until_its_holder_dies(tmp_path):
         with pytest.raises(RunLockedError, match=f"being trained by pid {holder.pid} "):
             RunDirectory.open(run.path).lock()
 
-        cli = subprocess.run(
-            [sys.executable, "-m", "zoo.train", "--resume", str(run.path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=ENV,
-        )
+        cli = run_module("zoo.train", "--resume", str(run.path), env=ENV)
         assert cli.returncode == 2, cli.stderr[-2000:]
         assert "Traceback" not in cli.stderr
         [line] = error_lines(cli.stderr)
@@ -265,7 +256,7 @@ def test_a_held_lock_refuses_other_trainers_until_its_holder_dies(tmp_path):
             RunDirectory.open(run.path).lock()
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
+        holder.wait(timeout=CHILD_TIMEOUT)
 
     assert holder.returncode == -signal.SIGKILL
     assert f"pid {holder.pid} " in (run.path / ".lock").read_text()  # the stale holder's name

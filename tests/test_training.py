@@ -4,42 +4,18 @@ trainings in one process, batch-norm re-estimation, and the ``--resume`` command
 import csv
 import json
 import math
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import at, checkpoint_arrays, history_rows, tiny
+from scripts import run_python
 
-from zoo.config import RunOptions, TrainConfig
+from zoo.config import TrainConfig
 from zoo.train import main
 from zoo.training import Trainer, fit, load_model, resolve_runtime
 from zoo.training.runtime import dtype_policy
-
-
-def tiny(**overrides) -> TrainConfig:
-    """A seconds-long run: resnet20 at 1/8 width on digits (19 steps an epoch at batch 64)."""
-    return TrainConfig(
-        **{"model": "resnet20", "width": 0.125, "batch_size": 64, "epochs": 2, **overrides}
-    )
-
-
-def at(path, **options) -> RunOptions:
-    return RunOptions(run_dir=str(path), verbose=False, **options)
-
-
-def history_rows(run) -> list[dict[str, str]]:
-    with open(run / "history.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def checkpoint_arrays(path: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(path)
-    names = [n for n in reader.get_variable_to_shape_map() if "save_counter" not in n]
-    arrays = {n: np.asarray(reader.get_tensor(n)) for n in names}
-    return {n: a for n, a in arrays.items() if a.dtype.kind in "fiu"}
 
 
 class Recorder(keras.callbacks.Callback):
@@ -188,6 +164,7 @@ def test_steps_per_execution_is_bit_identical_and_traced_once(tmp_path):
 # Process-wide state -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_trainings_with_different_precisions_run_one_after_another(tmp_path):
     """As a tuner runs trials: each run builds under its own precision and leaves Keras's
     global policy and op determinism as it found them."""
@@ -245,21 +222,19 @@ def test_recalibration_sets_moving_statistics_to_the_batch_average(tmp_path):
 # The command line and --resume --------------------------------------------------------------
 
 
-def test_resume_flags_are_read_as_given(tmp_path, capsys, monkeypatch):
-    run = tmp_path / "run"
-    base = ["--width", "0.125", "--batch-size", "64", "--bn-recalibration", "2"]
-    assert main([*base, "--epochs", "1", "--run-dir", str(run)]) == 0
-    assert main(["--resume", str(run), "--epochs=2"]) == 0  # `=` form
-    assert [int(r["epoch"]) for r in history_rows(run)] == [1, 2]
-    assert main(["--resume", str(run), "--epoch", "3"]) == 0  # an abbreviation of --epochs
+def test_resume_flags_are_read_as_given(tiny_run, capsys, monkeypatch):
+    run = tiny_run  # two epochs done
+    assert main(["--resume", str(run), "--epochs=3"]) == 0  # `=` form
     assert [int(r["epoch"]) for r in history_rows(run)] == [1, 2, 3]
+    assert main(["--resume", str(run), "--epoch", "4"]) == 0  # an abbreviation of --epochs
+    assert [int(r["epoch"]) for r in history_rows(run)] == [1, 2, 3, 4]
     capsys.readouterr()
-    assert main(["--resume", str(run), "--epochs", "2"]) == 2
-    assert "--epochs 2 is below the 3 epochs" in capsys.readouterr().err
-    monkeypatch.chdir(tmp_path)
+    assert main(["--resume", str(run), "--epochs", "3"]) == 2
+    assert "--epochs 3 is below the 4 epochs" in capsys.readouterr().err
+    monkeypatch.chdir(run.parent)
     assert main(["--resume", str(run), "--export", "--steps-per-execution", "4"]) == 0
     assert "exported the best weights to saved_models/resnet20/1" in capsys.readouterr().out
-    assert TrainConfig.load(run / "config.json").epochs == 3
+    assert TrainConfig.load(run / "config.json").epochs == 4
 
 
 def test_resume_refuses_experiment_flags_and_a_new_place(capsys):
@@ -295,11 +270,7 @@ def test_load_model_gives_the_best_or_last_weights(tmp_path):
 def test_loss_scaling_skips_a_step_that_overflowed_on_any_replica():
     """mixed_float16 over 2 replicas, the second replica's images infinite: the step is skipped
     on both (weights unchanged, finite) and the loss scale falls, instead of applying inf."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent("""
+    result = run_python("""
             import tempfile, numpy as np, tensorflow as tf
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
@@ -325,12 +296,7 @@ def test_loss_scaling_skips_a_step_that_overflowed_on_any_replica():
             print("FINITE", all(np.isfinite(a).all() for a in after))
             print("SAME", all(np.array_equal(a, b) for a, b in zip(after, before)))
             print("SCALE", scale, float(optimizer.dynamic_scale.numpy()))
-        """),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        """)
     assert result.returncode == 0, result.stderr[-3000:]
     out = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     assert out["FINITE"] == "True" and out["SAME"] == "True"
@@ -341,10 +307,11 @@ def test_loss_scaling_skips_a_step_that_overflowed_on_any_replica():
 # Replicas -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_on_one_to_four_replicas():
     """MirroredStrategy over 1-4 logical CPUs with batches that leave partial last batches:
     every validation example is counted once, and the figures of the same weights agree."""
-    code = textwrap.dedent("""
+    code = """
         import sys, tempfile, tensorflow as tf
         replicas, batch = int(sys.argv[1]), int(sys.argv[2])
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -369,16 +336,11 @@ def test_training_and_evaluation_on_one_to_four_replicas():
         copies = strategy.experimental_local_results(
             trainer.model.get_layer("conv1_bn").moving_variance)
         print("BN", max(float(np.abs(c.numpy() - copies[0].numpy()).max()) for c in copies))
-    """)
+    """
     evals, fits, spreads = [], [], []
     # One process per replica count: TensorFlow's collectives keep their groups per process.
     for replicas, batch in ((1, 7), (2, 50), (3, 96), (4, 100)):
-        result = subprocess.run(
-            [sys.executable, "-c", code, str(replicas), str(batch)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = run_python(code, str(replicas), str(batch))
         assert result.returncode == 0, result.stderr[-3000:]
         lines = result.stdout.splitlines()
         evals += [line.split()[1:] for line in lines if line.startswith("EVAL")]

@@ -8,15 +8,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
+from scripts import CHILD_TIMEOUT, child_env, finish, run_module, start_module
 
 from tuning import space as spaces
 from tuning.search import main as search_main
+from zoo.train import main as train_main
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 # Everything but the learning rate fixed, a tiny model: a trial is a few seconds.
 SMALL = ["--width", "0.125", "--batch-size", "64", "--bn-recalibration", "2"]
 
@@ -31,17 +31,6 @@ def only_learning_rate(tmp_path, spec) -> str:
 def trials(root) -> list[dict[str, str]]:
     with open(root / "trials.csv") as f:
         return list(csv.DictReader(f))
-
-
-def search_cli(*args: str, env=None, timeout: float = 300, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "tuning.search", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or ENV,
-        cwd=cwd,
-    )
 
 
 def hparams_tags(folder) -> set[str]:
@@ -63,7 +52,7 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
     code = search_main(
         [
             *SMALL,
-            "--max-trials", "3", "--fine-trials", "2", "--top", "2",
+            "--max-trials", "2", "--fine-trials", "1", "--top", "2",
             "--epochs-per-trial", "1", "--fine-epochs", "1",
             "--space", only_learning_rate(
                 tmp_path, {"type": "float", "min": 1e-3, "max": 1.0, "sampling": "log"}
@@ -75,9 +64,9 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
     assert code == 0, out
     root = tmp_path / "runs" / "p"
     rows = trials(root)
-    assert [(r["stage"], r["status"]) for r in rows] == [("coarse", "completed")] * 3 + [
+    assert [(r["stage"], r["status"]) for r in rows] == [("coarse", "completed")] * 2 + [
         ("fine", "completed")
-    ] * 2
+    ]
     for row in rows:
         assert 1e-3 <= float(row["learning_rate"]) <= 1.0
         assert 0.0 <= float(row["val_accuracy"]) <= 1.0 and math.isfinite(float(row["val_loss"]))
@@ -85,16 +74,16 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
         # Each trial's run is an ordinary zoo.train run directory.
         assert os.path.isfile(os.path.join(row["run_dir"], "best", "checkpoint"))
     # The fine range lies inside the span of the two best coarse trials, widened by 10%.
-    coarse = sorted(rows[:3], key=lambda r: -float(r["val_accuracy"]))[:2]
+    coarse = sorted(rows[:2], key=lambda r: -float(r["val_accuracy"]))[:2]
     lrs = [float(r["learning_rate"]) for r in coarse]
     low, high = min(lrs) / 1000**0.1, max(lrs) * 1000**0.1
-    assert all(low * 0.999 <= float(r["learning_rate"]) <= high * 1.001 for r in rows[3:])
+    assert all(low * 0.999 <= float(r["learning_rate"]) <= high * 1.001 for r in rows[2:])
     assert (root / "trials.png").stat().st_size > 10_000
     # TensorBoard's HParams dashboard: the search's configuration and each trial's values.
     assert hparams_tags(root / "hparams") == {"_hparams_/experiment"}
     trial_logs = os.path.join(rows[0]["run_dir"], "tensorboard")
     assert "_hparams_/session_start_info" in hparams_tags(trial_logs)
-    assert "reproduce: python -m zoo.train" in out and "[coarse] trial 3 of 3" in out
+    assert "reproduce: python -m zoo.train" in out and "[coarse] trial 2 of 2" in out
     best = json.loads((root / "best.json").read_text())
     assert best["value"] == max(float(r["val_accuracy"]) for r in rows)
 
@@ -125,6 +114,7 @@ def test_bad_space_file_is_one_error_line(tmp_path, capsys):
     assert "learning_rate: a log range needs min > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_losing_or_rerunning_a_trial(tmp_path):
     args = [
         *SMALL,
@@ -134,27 +124,21 @@ def test_killed_search_resumes_without_losing_or_rerunning_a_trial(tmp_path):
         ),
         "--directory", str(tmp_path / "runs"), "--project", "p",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuning.search", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=ENV,
-    )
-    deadline = time.time() + 300
+    proc = start_module("tuning.search", *args, stderr=subprocess.DEVNULL)
+    deadline = time.time() + CHILD_TIMEOUT
     for line in proc.stdout:
         if line.startswith("[coarse] trial 2 of 3") or time.time() > deadline:
             time.sleep(4)  # into the second trial
             os.kill(proc.pid, signal.SIGKILL)
             break
-    proc.wait(timeout=60)
+    proc.wait(timeout=CHILD_TIMEOUT)
     assert proc.returncode == -signal.SIGKILL
     root = tmp_path / "runs" / "p"
     first = trials(root)
     assert [r["trial"] for r in first if r["status"] == "completed"] == ["0"]
     history = (root / "coarse" / "trial_0" / "run" / "history.csv").read_bytes()
 
-    again = search_cli(*args)
+    again = run_module("tuning.search", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = trials(root)
     assert [(r["trial"], r["status"]) for r in rows] == [
@@ -170,33 +154,31 @@ def test_killed_search_resumes_without_losing_or_rerunning_a_trial(tmp_path):
             assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
 
 
-def test_the_printed_command_reproduces_the_best_trial(tmp_path):
-    result = search_cli(
-        *SMALL,
-        "--deterministic",
-        "--max-trials", "2", "--epochs-per-trial", "2", "--stage", "coarse",
-        "--space", only_learning_rate(
-            tmp_path, {"type": "float", "min": 1e-2, "max": 0.3, "sampling": "log"}
-        ),
-        "--directory", str(tmp_path / "runs"), "--project", "p",
+@pytest.mark.slow
+def test_the_printed_command_reproduces_the_best_trial(tmp_path, capsys):
+    code = search_main(
+        [
+            *SMALL,
+            "--deterministic",
+            "--max-trials", "2", "--epochs-per-trial", "2", "--stage", "coarse",
+            "--space", only_learning_rate(
+                tmp_path, {"type": "float", "min": 1e-2, "max": 0.3, "sampling": "log"}
+            ),
+            "--directory", str(tmp_path / "runs"), "--project", "p",
+        ]
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
     command = next(
         line.split("reproduce: ", 1)[1]
-        for line in result.stdout.splitlines()
+        for line in out.splitlines()
         if line.startswith("reproduce: ")
     )
+    assert command.startswith("python -m zoo.train ")
     assert "--deterministic" in command and "--epochs 2" in command
     argv = command.split()[3:]  # after python -m zoo.train
     argv[argv.index("--run-dir") + 1] = str(tmp_path / "again")
-    train = subprocess.run(
-        [sys.executable, "-m", "zoo.train", *argv],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
+    assert train_main(argv) == 0
     best = json.loads((tmp_path / "runs" / "p" / "best.json").read_text())
     metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert metrics["val_accuracy"] == best["value"]
@@ -208,8 +190,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen) -> None:
+    """Until something listens on ``port`` (the chief's oracle server), or ``proc`` ends."""
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listened on port {port} (chief's exit code {proc.poll()})")
+
+
+@pytest.mark.slow
 def test_a_chief_and_two_workers_search_together(tmp_path):
-    port = str(_free_port())
+    port = _free_port()
     args = [
         *SMALL,
         "--max-trials", "4", "--epochs-per-trial", "1", "--stage", "coarse",
@@ -219,26 +213,17 @@ def test_a_chief_and_two_workers_search_together(tmp_path):
         "--directory", str(tmp_path / "runs"), "--project", "p",
     ]  # fmt: skip
     procs = {}
-    for tuner_id in ("chief", "tuner0", "tuner1"):
-        env = {
-            **ENV,
-            "KERASTUNER_TUNER_ID": tuner_id,
-            "KERASTUNER_ORACLE_IP": "127.0.0.1",
-            "KERASTUNER_ORACLE_PORT": port,
-        }
-        procs[tuner_id] = subprocess.Popen(
-            [sys.executable, "-m", "tuning.search", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        if tuner_id == "chief":
-            time.sleep(3)  # the oracle's server first
-    outputs = {}
     try:
-        for tuner_id, proc in procs.items():
-            outputs[tuner_id] = proc.communicate(timeout=300)
+        for tuner_id in ("chief", "tuner0", "tuner1"):
+            env = child_env(
+                KERASTUNER_TUNER_ID=tuner_id,
+                KERASTUNER_ORACLE_IP="127.0.0.1",
+                KERASTUNER_ORACLE_PORT=str(port),
+            )
+            procs[tuner_id] = start_module("tuning.search", *args, env=env)
+            if tuner_id == "chief":
+                wait_for_port(port, procs["chief"])  # the oracle's server first
+        outputs = dict(zip(procs, finish(list(procs.values())), strict=True))
     finally:
         for proc in procs.values():
             proc.kill()

@@ -166,6 +166,7 @@ def test_imagenet_class_names_are_shipped_in_the_classifiers_order():
     assert names[638:640] == ["maillot", "maillot, tank suit"]  # a shared first synonym
 
 
+@pytest.mark.slow
 def test_an_exported_pretrained_model_names_imagenet_classes(tmp_path, capsys):
     """Converted weights, saved, exported with ``--class-names imagenet`` and the weights'
     normalisation: zoo.predict prints the ImageNet name of the model's own top class."""

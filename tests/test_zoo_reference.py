@@ -13,8 +13,6 @@ import zoo
 from zoo.models.resnet import SPECS as RESNET_SPECS
 from zoo.summary import ModelStats, count_macs, summarize
 
-pytestmark = pytest.mark.slow
-
 # Trainable parameters, exact: torchvision's weights metadata (VGG, ResNet) and the Caffe
 # reference AlexNet with the paper's two-group convolutions.
 PUBLISHED_PARAMS = {
