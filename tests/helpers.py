@@ -57,15 +57,15 @@ def build_once(
     tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
 ) -> Path:
     """``root/name``, made by ``build(folder)`` the first time any worker asks for it: the
-    others wait on a file lock and reuse it. A failed build leaves nothing, so the next test
-    that asks tries again (and fails with the real error)."""
+    others wait on a file lock and reuse it. It is built where it stays (a run records its own
+    path), and counts as made once ``build`` returns; what a failed build left is removed by
+    the next test that asks, which builds it again (and fails with the real error)."""
     root = _shared_root(tmp_path_factory)
-    target = root / name
+    target, made = root / name, root / f"{name}.made"
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_dir():
-            partial = root / f"{name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            build(partial)
-            partial.rename(target)
+        if not made.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            build(target)
+            made.touch()
     return target

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,10 +75,12 @@ def start_module(
 
 
 def finish(procs: list[subprocess.Popen]) -> list[tuple[str, str]]:
-    """Each process's (stdout, stderr) once it ends; all are killed if one outlives the
-    timeout or the test fails meanwhile."""
+    """Each process's (stdout, stderr) once it ends, read from all at once (a child blocked on a
+    full pipe cannot hold up the others); all are killed if one outlives the timeout or the
+    test fails meanwhile."""
     try:
-        return [proc.communicate(timeout=CHILD_TIMEOUT) for proc in procs]
+        with ThreadPoolExecutor(len(procs)) as pool:
+            return list(pool.map(lambda p: p.communicate(timeout=CHILD_TIMEOUT), procs))
     finally:
         for proc in procs:
             proc.kill()

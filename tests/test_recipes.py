@@ -5,6 +5,7 @@ import json
 import logging
 import math
 
+import numpy as np
 import pytest
 from helpers import at
 
@@ -137,6 +138,48 @@ def test_learning_rate_auto_runs_the_range_test_once_and_records_it(tmp_path, ca
     )
     again = Trainer(explicit, options=at(tmp_path / "explicit")).fit()
     assert again.history["loss"] == pytest.approx(first.history["loss"], rel=1e-5)
+
+
+def range_test_result(flat: bool):
+    """What `tuning.lr_find.lr_find` returns for a flat curve or one with a valley."""
+    from tuning.lr_find import LRFindResult
+
+    lrs = tuple(float(x) for x in np.geomspace(1e-7, 10, 100))
+    losses = (math.log(10),) * 100 if flat else tuple(2.3 - 0.01 * i for i in range(100))
+    return LRFindResult(
+        learning_rates=lrs, losses=losses, smoothed=losses, suggestion=0.5, min_loss_lr=5.0,
+        steepest=1.0, stopped="end", seconds=1.0, flat=flat,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flat", "optimizer", "expected"),
+    [(False, None, 0.5), (True, None, "recipe"), (True, "adam", 0.5)],
+    ids=["valley", "flat-recipe", "flat-other-optimizer"],
+)
+def test_learning_rate_auto_trusts_a_valley_and_not_a_flat_curve(
+    tmp_path, caplog, monkeypatch, flat, optimizer, expected
+):
+    """The engine's reading of a range test, fed the curve (no machine decides which): a valley
+    gives its suggestion; a flat curve the recipe's rate when the optimizer is the recipe's,
+    else the suggestion, with a warning either way."""
+    from tuning import lr_find
+
+    monkeypatch.setattr(lr_find, "lr_find", lambda *args, **kwargs: range_test_result(flat))
+    config = TrainConfig(model="resnet20", width=0.125, learning_rate="auto", optimizer=optimizer)
+    trainer = Trainer(config, options=at(tmp_path / "run"))
+    with caplog.at_level(logging.WARNING):
+        trainer.setup()
+    recipe = zoo.model_info("resnet20").recipe
+    want = recipe.learning_rate if expected == "recipe" else expected
+    record = json.loads((tmp_path / "run" / "learning_rate.json").read_text())
+    assert trainer.learning_rate == record["learning_rate"] == want
+    assert record["flat"] is flat
+    assert ("range test's loss never fell 1% below its start" in caplog.text) is flat
+    if expected == "recipe":
+        assert record["rule"] == "resnet20's recipe: the range test's loss was flat"
+    else:
+        assert record["rule"] == lr_find.SUGGESTION_RULE
 
 
 # Each family's recipe trains: six epochs at a small width bring the training loss below what

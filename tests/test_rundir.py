@@ -2,7 +2,7 @@
 (the lock), atomic writes, a history row for every checkpoint, best weights repaired after a
 kill, and checkpoints tried newest first with a warning for each one that does not restore.
 
-Runs that need training copy one 2-epoch run trained once per test process (`trained`) and
+Runs that need training copy one 2-epoch run trained once per test session (`trained`) and
 then break it the way a kill or a bad disk would."""
 
 import csv

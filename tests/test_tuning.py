@@ -52,7 +52,7 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
     code = search_main(
         [
             *SMALL,
-            "--max-trials", "2", "--fine-trials", "1", "--top", "2",
+            "--max-trials", "3", "--fine-trials", "1", "--top", "2",
             "--epochs-per-trial", "1", "--fine-epochs", "1",
             "--space", only_learning_rate(
                 tmp_path, {"type": "float", "min": 1e-3, "max": 1.0, "sampling": "log"}
@@ -64,7 +64,7 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
     assert code == 0, out
     root = tmp_path / "runs" / "p"
     rows = trials(root)
-    assert [(r["stage"], r["status"]) for r in rows] == [("coarse", "completed")] * 2 + [
+    assert [(r["stage"], r["status"]) for r in rows] == [("coarse", "completed")] * 3 + [
         ("fine", "completed")
     ]
     for row in rows:
@@ -74,16 +74,16 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
         # Each trial's run is an ordinary zoo.train run directory.
         assert os.path.isfile(os.path.join(row["run_dir"], "best", "checkpoint"))
     # The fine range lies inside the span of the two best coarse trials, widened by 10%.
-    coarse = sorted(rows[:2], key=lambda r: -float(r["val_accuracy"]))[:2]
+    coarse = sorted(rows[:3], key=lambda r: -float(r["val_accuracy"]))[:2]
     lrs = [float(r["learning_rate"]) for r in coarse]
     low, high = min(lrs) / 1000**0.1, max(lrs) * 1000**0.1
-    assert all(low * 0.999 <= float(r["learning_rate"]) <= high * 1.001 for r in rows[2:])
+    assert all(low * 0.999 <= float(r["learning_rate"]) <= high * 1.001 for r in rows[3:])
     assert (root / "trials.png").stat().st_size > 10_000
     # TensorBoard's HParams dashboard: the search's configuration and each trial's values.
     assert hparams_tags(root / "hparams") == {"_hparams_/experiment"}
     trial_logs = os.path.join(rows[0]["run_dir"], "tensorboard")
     assert "_hparams_/session_start_info" in hparams_tags(trial_logs)
-    assert "reproduce: python -m zoo.train" in out and "[coarse] trial 2 of 2" in out
+    assert "reproduce: python -m zoo.train" in out and "[coarse] trial 3 of 3" in out
     best = json.loads((root / "best.json").read_text())
     assert best["value"] == max(float(r["val_accuracy"]) for r in rows)
 

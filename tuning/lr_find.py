@@ -83,9 +83,10 @@ SKIP_START = 10  # the first steps' smoothed loss rests on few losses: no minimu
 FLAT_DROP = 0.01  # a curve that never falls 1% below its start is flat (see the docstring)
 CSV_NAME, PLOT_NAME = "lr_find.csv", "lr_find.png"
 FLAT_WARNING = (
-    f"warning: the smoothed loss never fell {FLAT_DROP:.0%} below its start: the model learned "
-    "nothing in these steps, so the suggestion (where the flat loss starts to rise, / 10) is a "
-    "guess; give more --steps, or a larger --end-lr if the loss never rose.\n"
+    f"warning: the smoothed loss never fell {FLAT_DROP:.0%} below its level at step "
+    f"{SKIP_START}: the model learned nothing in these steps, so the suggestion (where the flat "
+    "loss starts to rise, / 10) is a guess; give more --steps, a larger --end-lr if the loss "
+    "never rose, or a lower --start-lr if it only rose.\n"
 )
 CSV_FIELDS = ("step", "learning_rate", "loss", "smoothed_loss")
 SUGGESTION_RULE = "learning rate at the minimum of the smoothed loss / 10"
@@ -529,10 +530,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{result.steps} steps, learning rate {result.learning_rates[0]:.2g} to "
         f"{result.learning_rates[-1]:.2g}, in {result.seconds:.0f} s ({ended}).\n"
-        f"minimum smoothed loss {min(result.smoothed):.4f} at learning rate "
-        f"{result.min_loss_lr:.2g}; steepest descent at {result.steepest:.2g}.\n"
-        f"{FLAT_WARNING if result.flat else ''}"
-        f"wrote {out / CSV_NAME} and {out / PLOT_NAME}\n"
+        + (
+            f"flat smoothed loss (lowest {min(result.smoothed):.4f}) up to learning rate "
+            f"{result.min_loss_lr:.2g}.\n{FLAT_WARNING}"
+            if result.flat
+            else f"minimum smoothed loss {min(result.smoothed):.4f} at learning rate "
+            f"{result.min_loss_lr:.2g}; steepest descent at {result.steepest:.2g}.\n"
+        )
+        + f"wrote {out / CSV_NAME} and {out / PLOT_NAME}\n"
         f"suggested learning rate: {result.suggestion:.2g}"
     )
     return 0

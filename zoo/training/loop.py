@@ -293,8 +293,8 @@ class Trainer:
     def _pick_learning_rate(self) -> float:
         """The peak learning rate: the config's, or with ``auto`` the range test's suggestion
         (run once per run: a resumed run reads what it picked from ``learning_rate.json``). A
-        flat range test (nothing learned: its minimum is noise) gives the recipe's rate and a
-        warning instead."""
+        flat range test (nothing learned: its minimum is noise) gives the recipe's rate (when
+        the optimizer is the recipe's) and a warning instead."""
         cfg = self.config
         if cfg.learning_rate != AUTO:
             return float(cfg.learning_rate)
@@ -323,18 +323,25 @@ class Trainer:
         }
         curve = self.run.path / rundir.LR_FIND
         if result.flat:  # nothing was learned in the test: its minimum is noise
-            recipe = zoo.model_info(cfg.model).recipe.learning_rate
-            picked |= {
-                "learning_rate": recipe,
-                "rule": f"{cfg.model}'s recipe: the range test's loss was flat",
-                "suggestion": result.suggestion,
-            }
+            recipe = zoo.model_info(cfg.model).recipe
+            if cfg.optimizer == recipe.optimizer:  # the recipe's rate is for its optimizer
+                picked |= {
+                    "learning_rate": recipe.learning_rate,
+                    "rule": f"{cfg.model}'s recipe: the range test's loss was flat",
+                    "suggestion": result.suggestion,
+                }
+                instead = f"training at {cfg.model}'s recipe rate {recipe.learning_rate:.3g}"
+            else:
+                instead = (
+                    f"training at its guess {result.suggestion:.3g} (where the flat loss starts "
+                    f"to rise, / 10; the recipe's rate is for {recipe.optimizer}, not "
+                    f"{cfg.optimizer})"
+                )
             cb.logger.warning(
                 "warning: learning rate auto: the range test's loss never fell %.0f%% below its "
-                "start in %d steps (curve in %s), so it tells nothing; training at %s's recipe "
-                "rate %.3g instead. A longer test (python -m tuning.lr_find --steps 300) or "
-                "--learning-rate gives your own.",
-                100 * lr_find.FLAT_DROP, result.steps, curve, cfg.model, recipe,
+                "start in %d steps (curve in %s), so it tells nothing; %s. A longer test "
+                "(python -m tuning.lr_find --steps 300) or --learning-rate gives your own.",
+                100 * lr_find.FLAT_DROP, result.steps, curve, instead,
             )  # fmt: skip
         else:
             self.say(
