@@ -86,9 +86,10 @@ def finish(procs: list[subprocess.Popen]) -> list[tuple[str, str]]:
             proc.kill()
 
 
-def run_script(script: str) -> dict:
-    """Run ``script`` in a fresh interpreter; assert it succeeded; return its ``RESULT`` JSON."""
-    proc = run_python(script)
+def run_script(script: str, *args: str) -> dict:
+    """Run ``script`` with ``args`` in a fresh interpreter; assert it succeeded; return its
+    ``RESULT`` JSON."""
+    proc = run_python(script, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])

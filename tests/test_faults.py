@@ -11,7 +11,6 @@ and a Keras callback, and kills its own process there with SIGKILL (no cleanup r
 
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import history_rows as history
-from scripts import CHILD_TIMEOUT, child_env, run_module
+from scripts import child_env, run_module, run_python
 
 ENV = child_env(TF_CPP_MIN_LOG_LEVEL="3")
 
@@ -123,15 +122,8 @@ PLAN = [
 ]
 
 
-def run_child(script: Path, run_dir: Path, plan: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(script), str(run_dir), plan],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=CHILD_TIMEOUT,
-        check=False,
-    )
+def run_child(run_dir: Path, plan: str) -> subprocess.CompletedProcess:
+    return run_python(CHILD, str(run_dir), plan, env=ENV)
 
 
 def arrays(prefix: str) -> dict[str, np.ndarray]:
@@ -145,15 +137,13 @@ def arrays(prefix: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_sigkill_at_eleven_points_then_resume_equals_an_uninterrupted_run(tmp_path):
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    straight = run_child(script, tmp_path / "straight", "none")
+    straight = run_child(tmp_path / "straight", "none")
     assert straight.returncode == 0 and "FINISHED" in straight.stdout, straight.stderr[-3000:]
 
     run = tmp_path / "killed"
     for hook, nth, how in PLAN:
         plan = f"{hook}|{nth}|{how}"
-        killed = run_child(script, run, plan)
+        killed = run_child(run, plan)
         # Killed where planned (a point never reached would let the process finish).
         assert killed.returncode == -signal.SIGKILL, (plan, killed.stderr[-3000:])
     # The last resume is the command line's, as a user would type it.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from scripts import assert_same_layer_weights, child_env, run_python
+from scripts import assert_same_layer_weights, child_env, run_python, run_script
 
 import zoo
 from zoo.config import RunOptions, TrainConfig
@@ -279,10 +279,7 @@ ENTRY_POINTS = """
 def test_every_command_runs_as_a_module_and_prints_its_usage():
     """Each ``python -m`` entry (its ``__main__`` block, which starts TensorFlow quietly)
     runs: one interpreter, each command's ``--help``."""
-    result = run_python(ENTRY_POINTS, *COMMANDS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
-    results = json.loads(line[len("RESULT") :])
+    results = run_script(ENTRY_POINTS, *COMMANDS)
     for module in COMMANDS:
         code, out = results[module]
         assert code == 0, (module, out[-2000:])
