@@ -50,8 +50,8 @@ from pipelines.augment import (
     fold_seed,
     get_augment_config,
     random_resized_crop_single,
-    resize_and_center_crop,
 )
+from pipelines.resize import CROP_FRACTION, resize_and_center_crop
 from pipelines.sources import ImageDataset
 from pipelines.stats import ChannelStats, compute_stats
 
@@ -529,7 +529,7 @@ def make_eval_dataset(
     batch_size: int,
     mean: Sequence[float],
     std: Sequence[float],
-    crop_fraction: float = 0.875,
+    crop_fraction: float = CROP_FRACTION,
     input_context: tf.distribute.InputContext | None = None,
     split: str = "validation",
     cache: bool | str = False,

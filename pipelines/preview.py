@@ -11,7 +11,7 @@ size). Example::
 from __future__ import annotations
 
 if __name__ == "__main__":  # quiet TensorFlow's start before the imports below load it
-    from zoo.cli import start_tensorflow_for_main
+    from pipelines.cli import start_tensorflow_for_main
 
     start_tensorflow_for_main()
 

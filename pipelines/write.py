@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, help="at most this many training images each")
     parser.add_argument("--flat", action="store_true", help="one folder of <class>_<n>.png")
     args = parser.parse_args(argv)
-    from zoo.cli import start_tensorflow_for_main
+    from pipelines.cli import start_tensorflow_for_main
 
     start_tensorflow_for_main()
     import pipelines

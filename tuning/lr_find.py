@@ -64,13 +64,12 @@ import tensorflow as tf
 
 import zoo
 from pipelines import DataUnavailableError
-from zoo.cli import add_verbose_flag
+from zoo.cli import HelpFormatter, add_dataclass_flags, add_verbose_flag
 from zoo.config import TrainConfig
-from zoo.train import HelpFormatter, add_dataclass_flags
+from zoo.files import atomic_write_bytes, atomic_write_text
 from zoo.training.data import TrainData
 from zoo.training.loop import build_model
 from zoo.training.optim import Optimisation, build_optimisation
-from zoo.training.rundir import atomic_write_bytes, atomic_write_text
 from zoo.training.runtime import Runtime, resolve_runtime
 from zoo.training.step import Steps
 

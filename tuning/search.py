@@ -39,10 +39,9 @@ from typing import Any
 import keras_tuner
 
 from tuning import space as spaces
-from zoo.cli import add_verbose_flag
+from zoo.cli import HelpFormatter, add_dataclass_flags, add_verbose_flag
 from zoo.config import RunOptions, TrainConfig
-from zoo.train import HelpFormatter, add_dataclass_flags
-from zoo.training.rundir import atomic_write_bytes, atomic_write_text
+from zoo.files import atomic_write_bytes, atomic_write_text
 
 EXIT_BAD_INPUT = 2
 STAGES = ("coarse", "fine")

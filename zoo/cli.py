@@ -1,68 +1,41 @@
-"""What every command line of the project shares: a quiet TensorFlow start and a device line.
-
-TensorFlow's C++ runtime writes its start-up lines straight to the process's standard error
-(``file descriptor 2``) before its logging is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` alone
-does not hide them; on a machine without a GPU one of them reads ``E0000 ... failed call to
-cuInit: ... CUDA error``, an error when nothing is wrong. `start_tensorflow` imports TensorFlow
-and finds its devices with that descriptor pointed at a temporary file, and shows what it caught
-only if the start failed.
-"""
+"""What every command line of the zoo shares: the bottom floor's quiet TensorFlow start and
+one-line errors (`pipelines.cli`, re-exported here), a device line, flags made from a
+dataclass's fields, and the help formatter."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import errno
-import logging
-import os
-import sys
-import tempfile
+import types
+import typing
+from typing import Any
 
-LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
-QUIET_LEVEL = "2"  # C++ INFO and WARNING hidden from here on; errors are still shown
+from pipelines.cli import (
+    EXIT_BAD_INPUT,
+    LOG_LEVEL_VARIABLE,
+    QUIET_LEVEL,
+    add_verbose_flag,
+    one_line,
+    start_tensorflow,
+    start_tensorflow_for_main,
+)
+from zoo.config import RECIPE
 
-
-def add_verbose_flag(parser) -> None:
-    """``-v``/``--verbose``: show TensorFlow's own start-up and log lines."""
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=False,
-        help="show TensorFlow's own start-up and log lines (hidden unless "
-        f"{LOG_LEVEL_VARIABLE} is set)",
-    )
-
-
-def start_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow and find its devices, its C++ start-up lines hidden unless ``verbose``
-    or the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves (then TensorFlow speaks as usual).
-
-    Finding the devices does not start TensorFlow's runtime, so a strategy that must be created
-    first (``MultiWorkerMirroredStrategy``) still can be."""
-    if verbose or LOG_LEVEL_VARIABLE in os.environ or "tensorflow" in sys.modules:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        return
-    os.environ[LOG_LEVEL_VARIABLE] = QUIET_LEVEL
-    # TensorFlow's and TFDS's Python-side chatter (absl warnings such as "Variant folder ... has
-    # no dataset_info.json" before the project's own one-line error) is hidden the same way.
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            caught.seek(0)
-            sys.stderr.write(caught.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "LOG_LEVEL_VARIABLE",
+    "QUIET_LEVEL",
+    "HelpFormatter",
+    "add_dataclass_flags",
+    "add_verbose_flag",
+    "cli_fields",
+    "device_line",
+    "one_line",
+    "os_error_line",
+    "start_tensorflow",
+    "start_tensorflow_for_main",
+]
 
 
 def device_line() -> str:
@@ -102,13 +75,64 @@ def os_error_line(err: OSError, flags: str) -> str:
     return f"cannot write {path}: {reason}; {advice}."
 
 
-def start_tensorflow_for_main() -> None:
-    """`start_tensorflow` for a module run with ``python -m`` whose imports load TensorFlow:
-    called at its top, before them, verbose when ``-v``/``--verbose`` is among the arguments."""
-    start_tensorflow(verbose=any(arg in ("-v", "--verbose") for arg in sys.argv[1:]))
+def _base_type(cls: type, name: str):
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return args[0], True
+    return hint, False
 
 
-def one_line(err: BaseException, limit: int = 240) -> str:
-    """An exception's message on one line, shortened to ``limit`` characters."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of the dataclass ``cls`` that are flags (``cli=False`` in a field's metadata
+    keeps it off the command line)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def add_dataclass_flags(
+    group: Any,  # a parser or an argument group
+    cls: type,
+    *,
+    suppress_defaults: bool = False,
+    skip: frozenset[str] = frozenset(),
+) -> None:
+    """One ``--flag-name`` per field of the dataclass ``cls`` (its type, choices and help from
+    the field); booleans get ``--flag``/``--no-flag``. Used by every CLI that takes a config."""
+    for field in cli_fields(cls):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind, optional = _base_type(cls, field.name)
+        default = argparse.SUPPRESS if suppress_defaults else field.default
+        help_text = field.metadata["help"]
+        if kind is bool:
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        else:
+            group.add_argument(
+                flag,
+                type=field.metadata.get("parse") or (_optional(kind) if optional else kind),
+                default=default,
+                choices=field.metadata.get("choices"),
+                metavar=field.name.upper() if not field.metadata.get("choices") else None,
+                help=help_text,
+            )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, except a recipe field's: its help says where its
+    default comes from (the model's recipe), which "(default: None)" would hide."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if RECIPE in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)

@@ -17,78 +17,24 @@ import dataclasses
 import os
 import sys
 import traceback
-import types
-import typing
 from collections.abc import Sequence
 from typing import Any
 
-from zoo.cli import add_verbose_flag, device_line, one_line, os_error_line, start_tensorflow
-from zoo.config import RECIPE, RunOptions, TrainConfig
+from zoo.cli import (
+    HelpFormatter,
+    add_dataclass_flags,
+    add_verbose_flag,
+    cli_fields,
+    device_line,
+    one_line,
+    os_error_line,
+    start_tensorflow,
+)
+from zoo.config import RunOptions, TrainConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 RESUMABLE = frozenset({"epochs"})  # experiment fields that --resume may change
-
-
-def _base_type(cls: type, name: str):
-    hint = typing.get_type_hints(cls)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return args[0], True
-    return hint, False
-
-
-def _optional(kind):
-    def parse(text: str):
-        return None if text.lower() in ("none", "") else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _cli_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
-
-
-def add_dataclass_flags(
-    group: Any,  # a parser or an argument group
-    cls: type,
-    *,
-    suppress_defaults: bool = False,
-    skip: frozenset[str] = frozenset(),
-) -> None:
-    """One ``--flag-name`` per field of the dataclass ``cls`` (its type, choices and help from
-    the field); booleans get ``--flag``/``--no-flag``. Used by every CLI that takes a config."""
-    for field in _cli_fields(cls):
-        if field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        kind, optional = _base_type(cls, field.name)
-        default = argparse.SUPPRESS if suppress_defaults else field.default
-        help_text = field.metadata["help"]
-        if kind is bool:
-            group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
-            )
-        else:
-            group.add_argument(
-                flag,
-                type=field.metadata.get("parse") or (_optional(kind) if optional else kind),
-                default=default,
-                choices=field.metadata.get("choices"),
-                metavar=field.name.upper() if not field.metadata.get("choices") else None,
-                help=help_text,
-            )
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each flag's default after its help, except a recipe field's: its help says where its
-    default comes from (the model's recipe), which "(default: None)" would hide."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if RECIPE in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -134,7 +80,7 @@ def parse(
     parser = build_parser()
     args = parser.parse_args(argv)
     given = vars(build_parser(suppress_defaults=True).parse_known_args(argv)[0])
-    option_names = {f.name for f in _cli_fields(RunOptions)}
+    option_names = {f.name for f in cli_fields(RunOptions)}
     try:
         options = RunOptions(**{name: getattr(args, name) for name in option_names})
     except ValueError as err:

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
+from zoo.files import atomic_write_bytes
 from zoo.training import rundir
 
 if TYPE_CHECKING:
@@ -440,7 +441,7 @@ class TensorBoardLogger(EngineCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         trainer = self.trainer
         self.writer = (
-            tf.summary.create_file_writer(str(trainer.run.file("tensorboard")))
+            tf.summary.create_file_writer(str(trainer.run.file(rundir.TENSORBOARD)))
             if trainer.chief
             else tf.summary.create_noop_writer()
         )
@@ -545,4 +546,4 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
-    rundir.atomic_write_bytes(path, png.getvalue())
+    atomic_write_bytes(path, png.getvalue())

@@ -34,14 +34,11 @@ Rules:
 from __future__ import annotations
 
 import csv
-import errno
-import fcntl
 import io
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -51,8 +48,10 @@ import keras
 import tensorflow as tf
 
 import zoo
+from pipelines.stats import STATS_FILE
 from zoo import weights as zoo_weights
 from zoo.config import TrainConfig, read_json_file
+from zoo.files import FileLock, atomic_write_text, link_new_text
 from zoo.training.runtime import dtype_policy
 
 logger = logging.getLogger("zoo.train")
@@ -66,25 +65,9 @@ CONFIG, DATA, HISTORY, METRICS, CURVES = (
 )
 LAST, BEST = "checkpoints", "best"
 LEARNING_RATE, LR_FIND, CHECKS = "learning_rate.json", "lr_find", "checks.json"
+TENSORBOARD, LOCK = "tensorboard", ".lock"
 _PREFIX = {LAST: "epoch", BEST: "best"}
 _CHECKPOINT = re.compile(r"^(epoch|best)-(\d+)\.index$")
-
-
-def _read_umask() -> int:
-    """The process's umask, read from /proc where it can be (setting it to read it would race
-    with other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
 
 
 class RunLockedError(RuntimeError):
@@ -93,28 +76,6 @@ class RunLockedError(RuntimeError):
 
 class NoCheckpointError(FileNotFoundError):
     """A run directory holds no checkpoint that restores."""
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename:
-    readers see the old file or the new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files are as any other
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def default_name(config: TrainConfig) -> str:
@@ -131,7 +92,7 @@ class RunDirectory:
         # A non-chief worker takes part in every checkpoint save but keeps nothing: its copies
         # go to a throw-away folder, removed by `discard_scratch`.
         self.scratch = self.path / f".worker-{scratch}" if scratch else None
-        self._lock_file: io.TextIOWrapper | None = None
+        self._lock = FileLock(self.path / LOCK)
         self.created = False  # whether this process made the folder (see `discard`)
         self.preexisting: frozenset[str] = frozenset()  # what a given folder held before
 
@@ -184,50 +145,24 @@ class RunDirectory:
 
     def _claim(self, config: TrainConfig) -> bool:
         """Link a complete ``config.json`` into place unless one exists (atomic on POSIX)."""
-        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=self.path)
-        try:
-            os.fchmod(fd, 0o666 & ~_UMASK)
-            with os.fdopen(fd, "w") as f:
-                f.write(config.to_json() + "\n")
-            try:
-                os.link(tmp, self.path / CONFIG)
-            except FileExistsError:
-                return False
-            return True
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return link_new_text(self.path / CONFIG, config.to_json() + "\n")
 
     # Lock -----------------------------------------------------------------------------------
 
     def lock(self) -> None:
         """Take the run's lock, or raise `RunLockedError` naming the process that holds it."""
-        if self._lock_file is not None:
+        if self._lock.held:
             return
-        f = open(self.path / ".lock", "a+")  # noqa: SIM115  (held until `unlock`)
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                f.close()
-                raise
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
+        if not self._lock.acquire(
+            blocking=False, note=f"pid {os.getpid()} on {os.uname().nodename}"
+        ):
             raise RunLockedError(
-                f"{self.path} is being trained by {holder}; wait for it to finish, or stop it."
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        f.flush()
-        self._lock_file = f
+                f"{self.path} is being trained by {self._lock.holder()}; wait for it to "
+                "finish, or stop it."
+            )
 
     def unlock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.truncate(0)
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock.release()
 
     # Files ----------------------------------------------------------------------------------
 
@@ -332,10 +267,10 @@ class RunDirectory:
         if self.created:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        for name in (LAST, BEST, LR_FIND, "tensorboard"):
+        for name in (LAST, BEST, LR_FIND, TENSORBOARD):
             if name not in self.preexisting:
                 shutil.rmtree(self.path / name, ignore_errors=True)
-        for name in (CONFIG, DATA, LEARNING_RATE, CHECKS, "channel_stats.json", ".lock"):
+        for name in (CONFIG, DATA, LEARNING_RATE, CHECKS, STATS_FILE, LOCK):
             if name not in self.preexisting:
                 (self.path / name).unlink(missing_ok=True)
 

@@ -1,0 +1,85 @@
+"""What every command line of the project shares, on the bottom floor so that the pipelines'
+own commands need nothing above it: a quiet TensorFlow start, the ``-v`` flag and one-line
+errors. `zoo.cli` builds on it.
+
+TensorFlow's C++ runtime writes its start-up lines straight to the process's standard error
+(``file descriptor 2``) before its logging is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` alone
+does not hide them; on a machine without a GPU one of them reads ``E0000 ... failed call to
+cuInit: ... CUDA error``, an error when nothing is wrong. `start_tensorflow` imports TensorFlow
+and finds its devices with that descriptor pointed at a temporary file, and shows what it caught
+only if the start failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_LEVEL = "2"  # C++ INFO and WARNING hidden from here on; errors are still shown
+EXIT_BAD_INPUT = 2  # every command: bad arguments or data, one line on stderr
+
+
+def add_verbose_flag(parser) -> None:
+    """``-v``/``--verbose``: show TensorFlow's own start-up and log lines."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False,
+        help="show TensorFlow's own start-up and log lines (hidden unless "
+        f"{LOG_LEVEL_VARIABLE} is set)",
+    )
+
+
+def start_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow and find its devices, its C++ start-up lines hidden unless ``verbose``
+    or the user set ``TF_CPP_MIN_LOG_LEVEL`` themselves (then TensorFlow speaks as usual).
+
+    Finding the devices does not start TensorFlow's runtime, so a strategy that must be created
+    first (``MultiWorkerMirroredStrategy``) still can be."""
+    if verbose or LOG_LEVEL_VARIABLE in os.environ or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        return
+    os.environ[LOG_LEVEL_VARIABLE] = QUIET_LEVEL
+    # TensorFlow's and TFDS's Python-side chatter (absl warnings such as "Variant folder ... has
+    # no dataset_info.json" before the project's own one-line error) is hidden the same way.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def start_tensorflow_for_main() -> None:
+    """`start_tensorflow` for a module run with ``python -m`` whose imports load TensorFlow:
+    called at its top, before them, verbose when ``-v``/``--verbose`` is among the arguments."""
+    start_tensorflow(verbose=any(arg in ("-v", "--verbose") for arg in sys.argv[1:]))
+
+
+def one_line(err: BaseException, limit: int = 240, *, typed: bool = False) -> str:
+    """An exception as one line of at most ``limit`` characters: the project's own errors
+    whole (their lines joined); with ``typed``, ``"Type: first line"``, for another library's
+    error whose later lines are detail (TFDS, Keras, ONNX)."""
+    if typed:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    else:
+        text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
