@@ -141,8 +141,9 @@ def test_learning_rate_auto_runs_the_range_test_once_and_records_it(tmp_path, ca
 
 
 def range_test_result(flat: bool):
-    """What `tuning.lr_find.lr_find` returns for a flat curve or one with a valley."""
-    from tuning.lr_find import LRFindResult
+    """What the range test (`zoo.training.lr_range.lr_find`) returns for a flat curve or one
+    with a valley."""
+    from zoo.training.lr_range import LRFindResult
 
     lrs = tuple(float(x) for x in np.geomspace(1e-7, 10, 100))
     losses = (math.log(10),) * 100 if flat else tuple(2.3 - 0.01 * i for i in range(100))
@@ -163,9 +164,9 @@ def test_learning_rate_auto_trusts_a_valley_and_not_a_flat_curve(
     """The engine's reading of a range test, fed the curve (no machine decides which): a valley
     gives its suggestion; a flat curve the recipe's rate when the optimizer is the recipe's,
     else the suggestion, with a warning either way."""
-    from tuning import lr_find
+    from zoo.training import lr_range
 
-    monkeypatch.setattr(lr_find, "lr_find", lambda *args, **kwargs: range_test_result(flat))
+    monkeypatch.setattr(lr_range, "lr_find", lambda *args, **kwargs: range_test_result(flat))
     config = TrainConfig(model="resnet20", width=0.125, learning_rate="auto", optimizer=optimizer)
     trainer = Trainer(config, options=at(tmp_path / "run"))
     with caplog.at_level(logging.WARNING):
@@ -179,7 +180,7 @@ def test_learning_rate_auto_trusts_a_valley_and_not_a_flat_curve(
     if expected == "recipe":
         assert record["rule"] == "resnet20's recipe: the range test's loss was flat"
     else:
-        assert record["rule"] == lr_find.SUGGESTION_RULE
+        assert record["rule"] == lr_range.SUGGESTION_RULE
 
 
 # Each family's recipe trains: six epochs at a small width bring the training loss below what

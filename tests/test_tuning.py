@@ -88,6 +88,39 @@ def test_a_real_search_writes_every_trial_and_the_plot(tmp_path, capsys):
     assert best["value"] == max(float(r["val_accuracy"]) for r in rows)
 
 
+def test_a_loss_objective_picks_and_exports_each_trials_loss_best_epoch(
+    tmp_path, capsys, monkeypatch
+):
+    """``--objective val_loss``: each trial's best/ (what --export-best exports) is its
+    val_loss-best epoch, the epoch the search reports, not its val_accuracy-best one."""
+    monkeypatch.chdir(tmp_path)
+    code = search_main(
+        [
+            *SMALL,
+            "--max-trials", "1", "--stage", "coarse", "--epochs-per-trial", "3",
+            "--objective", "val_loss", "--export-best",
+            "--directory", str(tmp_path / "runs"), "--project", "p",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [row] = trials(tmp_path / "runs" / "p")
+    run = row["run_dir"]
+    with open(os.path.join(run, "history.csv")) as f:
+        history = list(csv.DictReader(f))
+    losses = [float(r["val_loss"]) for r in history]
+    best = max(i for i, v in enumerate(losses) if v == min(losses)) + 1  # a tie: the later
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["monitor"] == "val_loss" and metrics["best_epoch"] == best
+    assert float(row["val_loss"]) == min(losses)
+    exported = json.loads(
+        (tmp_path / "saved_models" / "search" / "1" / "metadata.json").read_text()
+    )
+    assert exported["checkpoint"].endswith(f"best-{best}")
+    assert "--monitor val_loss" in out  # the reproducing command keeps the same best epoch
+
+
 def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_path):
     root = tmp_path / "runs" / "p"
     code = search_main(

@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import shlex
 import shutil
@@ -42,13 +43,14 @@ from tuning import space as spaces
 from zoo.cli import HelpFormatter, add_dataclass_flags, add_verbose_flag
 from zoo.config import RunOptions, TrainConfig
 from zoo.files import atomic_write_bytes, atomic_write_text
+from zoo.monitor import MONITORS, Monitor
 
 EXIT_BAD_INPUT = 2
 STAGES = ("coarse", "fine")
 ALGORITHMS = ("random", "bayesian")
-METRICS = ("val_accuracy", "val_loss", "val_top5", "accuracy", "loss", "top5")
-# Fields a search decides itself, or that make no sense per trial.
-NOT_PASSED_THROUGH = frozenset({"epochs", "init_from"})
+# Fields a search decides itself (a trial's best epoch is chosen by --objective), or that make
+# no sense per trial.
+NOT_PASSED_THROUGH = frozenset({"epochs", "init_from", "monitor", "mode"})
 
 
 def role() -> str:
@@ -57,10 +59,6 @@ def role() -> str:
     if not os.environ.get("KERASTUNER_ORACLE_IP"):
         return "single"
     return "chief" if os.environ.get("KERASTUNER_TUNER_ID", "chief") == "chief" else "worker"
-
-
-def direction(objective: str) -> str:
-    return "min" if objective.endswith("loss") else "max"
 
 
 class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -88,6 +86,9 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
         **kwargs: Any,
     ) -> None:
         self.base, self.epochs, self.stage, self.runtime = base, epochs, stage, runtime
+        # What "best" means for this search: the objective, for the trials' ranking and for
+        # each trial's best/ (what --export-best and load_model use) alike.
+        self.rule = Monitor(oracle.objective.name)
         self.callbacks, self.verbose = list(callbacks), verbose
         self.report: Any = None  # called after every trial (search() writes trials.csv with it)
         self._started = time.time()
@@ -97,7 +98,10 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
         return Path(self.get_trial_dir(trial_id)) / "run"
 
     def trial_config(self, values: dict[str, Any]) -> TrainConfig:
-        return dataclasses.replace(self.base, epochs=self.epochs, **values)
+        """The trial's `TrainConfig`: its best epoch is the objective's best."""
+        return dataclasses.replace(
+            self.base, epochs=self.epochs, monitor=self.rule.name, mode=self.rule.mode, **values
+        )
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any):
         from zoo.training import RunDirectory, Trainer, TrainingDiverged
@@ -107,7 +111,7 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
         options = RunOptions(run_dir=str(run_dir), verbose=False)
         try:
             config = self.trial_config(trial.hyperparameters.values)
-            if (run_dir / "config.json").is_file() and RunDirectory.open(run_dir).checkpoints():
+            if RunDirectory.is_run(run_dir) and RunDirectory.open(run_dir).checkpoints():
                 # A trial interrupted by a kill: continue it from its last checkpoint.
                 trainer = Trainer.resume(
                     run_dir, options=options, runtime=self.runtime, callbacks=self.callbacks
@@ -127,12 +131,15 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
             raise keras_tuner.errors.FailedTrialError(reason) from None
         self._record(trial.trial_id, start, None)
         write_hparams(run_dir, trial.hyperparameters.values, trial.trial_id)
-        # The trial's figures at its best epoch by the objective (what best/ holds).
-        name = self.oracle.objective.name
-        rows = trainer.rows
-        pick = min if direction(name) == "min" else max
-        best = pick(rows, key=lambda r: float(r[name]))
-        return {k: float(best[k]) for k in METRICS}
+        # The trial's figures at the engine's best epoch by the objective: what best/ holds.
+        epoch = trainer.metrics["best_epoch"]
+        best = next(r for r in trainer.rows if int(r["epoch"]) == epoch)
+        figures = {k: float(best[k]) for k in MONITORS}
+        if not math.isfinite(figures[self.rule.name]):
+            reason = f"no epoch has a finite {self.rule.name}"
+            self._record(trial.trial_id, start, reason)
+            raise keras_tuner.errors.FailedTrialError(reason)
+        return figures
 
     def _record(self, trial_id: str, start: float, reason: str | None) -> None:
         """Seconds, run directory and failure reason, beside KerasTuner's trial.json."""
@@ -283,7 +290,7 @@ def make_oracle(
     hp = keras_tuner.HyperParameters()
     spaces.define(hp, space)
     common = dict(
-        objective=keras_tuner.Objective(args.objective, direction(args.objective)),
+        objective=keras_tuner.Objective(args.objective, Monitor(args.objective).direction),
         max_trials=max_trials,
         hyperparameters=hp,
         allow_new_entries=False,
@@ -317,9 +324,7 @@ def make_tuner(args: SearchArgs, stage: str, space: dict[str, Any], runtime: Any
 def completed(tuner: ZooTuner) -> list:
     """The stage's completed trials, best first."""
     trials = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
-    name = tuner.oracle.objective.name
-    sign = 1 if direction(name) == "min" else -1
-    return sorted(trials, key=lambda t: sign * t.metrics.get_last_value(name))
+    return tuner.rule.rank(trials, lambda t: t.metrics.get_last_value(tuner.rule.name))
 
 
 def search(args: SearchArgs) -> dict[str, Any]:
@@ -392,7 +397,7 @@ def write_results(root: Path, tuners: dict[str, ZooTuner]) -> list[dict[str, Any
                     **values,
                     **{
                         m: (trial.metrics.get_last_value(m) if trial.metrics.exists(m) else "")
-                        for m in METRICS
+                        for m in MONITORS
                     },
                     "status": trial.status.lower(),
                     "reason": reason,
@@ -400,7 +405,7 @@ def write_results(root: Path, tuners: dict[str, ZooTuner]) -> list[dict[str, Any
                     "run_dir": record.get("run_dir", str(tuner.trial_run_dir(trial_id))),
                 }
             )
-    fields = ["stage", "trial", *names, *METRICS, "status", "reason", "seconds", "run_dir"]
+    fields = ["stage", "trial", *names, *MONITORS, "status", "reason", "seconds", "run_dir"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
     writer.writeheader()
@@ -485,8 +490,8 @@ def summarise(
     candidates = [(stage, t) for stage, tuner in tuners.items() for t in completed(tuner)[:1]]
     if not candidates:
         raise ValueError(f"no trial completed; see {root / 'trials.csv'} for the reasons.")
-    sign = 1 if direction(args.objective) == "min" else -1
-    stage, best = min(candidates, key=lambda c: sign * c[1].metrics.get_last_value(args.objective))
+    rule = Monitor(args.objective)
+    stage, best = rule.rank(candidates, lambda c: c[1].metrics.get_last_value(rule.name))[0]
     tuner = tuners[stage]
     config = tuner.trial_config(best.hyperparameters.values)
     warnings = spaces.edge_warnings(space, best.hyperparameters.values)
@@ -543,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--project", default="search", help="name of this search (a folder)")
     search.add_argument(
         "--objective",
-        choices=METRICS,
+        choices=MONITORS,
         default="val_accuracy",
         help="metric to optimise (losses are minimised)",
     )

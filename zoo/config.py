@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.monitor import MODES, MONITORS, Monitor
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "exponential")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 JIT_CHOICES = ("auto", "on", "off")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
-MONITORS = ("val_accuracy", "val_loss", "val_top5", "accuracy", "loss", "top5")
-MODES = ("auto", "max", "min")
 # Fields that older config.json files held and that are now options of an invocation
 # (`RunOptions`); they are ignored when such a file is read.
 MOVED_TO_OPTIONS = frozenset({"runs_dir", "run_dir", "keep_checkpoints", "log_every", "export"})
@@ -343,11 +343,14 @@ class TrainConfig:
         return 1 if self.freeze_backbone else 2
 
     @property
+    def best_rule(self) -> Monitor:
+        """What "best" means for this run (`zoo.monitor`): ``monitor`` under ``mode``."""
+        return Monitor(self.monitor, self.mode)
+
+    @property
     def monitor_mode(self) -> str:
         """``max`` or ``min``: ``mode`` with ``auto`` resolved from the monitored name."""
-        if self.mode != "auto":
-            return self.mode
-        return "min" if self.monitor.endswith("loss") else "max"
+        return self.best_rule.direction
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import zoo
 from zoo.files import atomic_write_bytes
+from zoo.monitor import Monitor
 from zoo.training import rundir
 
 if TYPE_CHECKING:
@@ -60,44 +61,34 @@ class HistoryWriter(EngineCallback):
 
 
 class EpochCheckpoint(EngineCallback):
-    """Saves model, optimizers, epoch counter and dropout RNG after every epoch (after its
-    history row, so every checkpoint has one)."""
+    """Saves the epoch's checkpoint (`RunCheckpoints`: model, optimizers, epoch counter,
+    dropout RNG) after its history row, so every checkpoint has one."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.trainer.epoch_var.assign(epoch + 1)
-        self.trainer.last_manager.save(checkpoint_number=epoch + 1)
+        self.trainer.checkpoints.save_epoch(epoch + 1)
 
 
 class BestCheckpoint(EngineCallback):
-    """Keeps the epoch that is best by ``monitor`` (``mode`` ``max`` or ``min``) in ``best/``.
+    """Keeps the epoch that is best by ``rule`` (`zoo.monitor.Monitor`: a tie goes to the later
+    epoch, a non-finite value never counts) in ``best/``."""
 
-    A tie goes to the later epoch: on a small validation set accuracy often ties, and the later
-    weights have trained longer (on the default digits run, 180 validation images, epochs 7 and
-    14 both scored 0.978)."""
-
-    def __init__(self, monitor: str, mode: str) -> None:
+    def __init__(self, rule: Monitor) -> None:
         super().__init__()
-        self.monitor, self.mode = monitor, mode
+        self.rule = rule
         self.best: float | None = None
         self.best_epoch: int | None = None
-
-    def better(self, value: float, than: float | None) -> bool:
-        if not math.isfinite(value):
-            return False
-        return than is None or (value >= than if self.mode == "max" else value <= than)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """On resume: the best of the kept history; if that is the epoch just restored and
         ``best/`` missed it (a kill between the two saves), it is saved now."""
-        for row in self.trainer.rows:
-            value = float(row[self.monitor])
-            if self.better(value, self.best):
-                self.best, self.best_epoch = value, int(row["epoch"])
-        saved = self.trainer.run.checkpoints(rundir.BEST)
-        number = int(saved[0].rsplit("-", 1)[1]) if saved else None
+        row = self.rule.best(self.trainer.rows)
+        if row is not None:
+            self.best, self.best_epoch = float(row[self.rule.name]), int(row["epoch"])
+        checkpoints = self.trainer.checkpoints
+        number = checkpoints.best_saved()
         if self.best_epoch is not None and number != self.best_epoch:
             if self.best_epoch == self.trainer.start_epoch:
-                self.trainer.best_manager.save(checkpoint_number=self.best_epoch)
+                checkpoints.save_best(self.best_epoch)
             else:
                 logger.warning(
                     "best/ holds epoch %s but the history's best is epoch %s, which is no "
@@ -107,10 +98,30 @@ class BestCheckpoint(EngineCallback):
                 )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        value = float((logs or {})[self.monitor])
-        if self.better(value, self.best):
+        value = float((logs or {})[self.rule.name])
+        if self.rule.better(value, self.best):
             self.best, self.best_epoch = value, epoch + 1
-            self.trainer.best_manager.save(checkpoint_number=epoch + 1)
+            self.trainer.checkpoints.save_best(epoch + 1)
+
+
+class EarlyStopping(EngineCallback):
+    """Stops training once ``patience`` epochs have passed since the best epoch (`best`'s, so
+    by the same rule as ``best/``; on resume it counts from the kept history, where Keras's
+    ``EarlyStopping`` would start its count again)."""
+
+    def __init__(self, best: BestCheckpoint, patience: int) -> None:
+        super().__init__()
+        self.best, self.patience = best, patience
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        since = epoch + 1 - (self.best.best_epoch or 0)
+        if since >= self.patience:
+            trainer = self.trainer
+            trainer.model.stop_training = True
+            trainer.say(
+                f"early stopping: {self.best.rule.name} has not improved for {since} epoch(s) "
+                f"since epoch {self.best.best_epoch or '-'} (--early-stopping {self.patience})"
+            )
 
 
 class NaNGuard(EngineCallback):
@@ -121,7 +132,7 @@ class NaNGuard(EngineCallback):
         if math.isfinite(loss):
             return
         trainer = self.trainer
-        last = trainer.last_manager.latest_checkpoint or "none (no epoch had finished)"
+        last = trainer.checkpoints.latest or "none (no epoch had finished)"
         steps = int(logs.get("steps", 1))
         where = f"step {batch + 1}" if steps == 1 else f"steps {batch + 2 - steps}-{batch + 1}"
         raise TrainingDiverged(

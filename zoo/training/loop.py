@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,10 +21,11 @@ import tensorflow as tf
 import zoo
 from zoo.config import AUTO, RunOptions, TrainConfig
 from zoo.training import callbacks as cb
-from zoo.training import rundir
+from zoo.training import lr_range, rundir
 from zoo.training.data import TrainData
+from zoo.training.model import build_model
 from zoo.training.optim import Optimisation, WarmupSchedule, build_optimisation
-from zoo.training.rundir import RunDirectory
+from zoo.training.rundir import RunCheckpoints, RunDirectory
 from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
 from zoo.training.step import Steps
 from zoo.training.transfer import start_from
@@ -33,26 +33,6 @@ from zoo.training.transfer import start_from
 # Steps of the range test behind ``learning_rate="auto"`` (1e-7 to 10; it stops early once
 # the loss diverges, usually past 1).
 AUTO_LR_STEPS = 100
-
-
-def build_model(config: TrainConfig, data: TrainData, runtime: Runtime) -> keras.Model:
-    """``config``'s model for ``data``, initialised from ``config.seed`` in the strategy's scope
-    under the runtime's precision; Python's and NumPy's generators are put back afterwards."""
-    saved = random.getstate(), np.random.get_state()
-    keras.utils.set_random_seed(config.seed)
-    try:
-        with runtime.strategy.scope(), dtype_policy(runtime.precision):
-            return zoo.create_model(
-                config.model,
-                input_shape=(*data.image_size, 3),
-                classes=data.classes,
-                width=config.width,
-                dropout=config.dropout,
-                weights=config.weights,  # published weights (zoo.weights), converted
-            )
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
 
 
 class FitHistory(keras.callbacks.History):
@@ -180,7 +160,13 @@ class Trainer:
         if self.chief:
             self.run.write_json(rundir.DATA, {**self.data.describe(), "precision": precision})
         self.learning_rate = self._pick_learning_rate()
-        self.model = build_model(cfg, self.data, self.runtime)
+        self.model = build_model(
+            cfg,
+            input_shape=(*self.data.image_size, 3),
+            classes=self.data.classes,
+            precision=precision,
+            strategy=strategy,
+        )
         classifier = self.classifier = zoo.model_info(cfg.model).classifier
         with strategy.scope(), dtype_policy(precision):
             self.optimisation: Optimisation = build_optimisation(
@@ -195,16 +181,14 @@ class Trainer:
         self.rng_variables = [
             v for layer in self.model.layers for v in layer.variables if "seed_generator" in v.path
         ]
-        self.checkpoint = tf.train.Checkpoint(
+        self.checkpoints = RunCheckpoints(
+            self.run,
             model=self.model,
-            optimizers=[self.optimisation.optimizer],
+            optimizer=self.optimisation.optimizer,
             epoch=self.epoch_var,
             rng=self.rng_variables,
+            keep=self.options.keep_checkpoints,
         )
-        self.last_manager = self.run.checkpoint_manager(
-            self.checkpoint, rundir.LAST, self.options.keep_checkpoints
-        )
-        self.best_manager = self.run.checkpoint_manager(self.checkpoint, rundir.BEST, 1)
         if self.resuming and self._restore():
             pass
         elif cfg.init_from:  # a new run, or one resumed before its first whole checkpoint
@@ -301,10 +285,8 @@ class Trainer:
         record = self.run.file(rundir.LEARNING_RATE)
         if record.exists():
             return float(self.run.read_json(rundir.LEARNING_RATE)["learning_rate"])
-        from tuning import lr_find  # the range test trains through this engine's parts
-
         self.say(f"learning rate auto: a range test of up to {AUTO_LR_STEPS} steps picks it")
-        result = lr_find.lr_find(
+        result = lr_range.lr_find(
             cfg,
             steps=AUTO_LR_STEPS,
             out=self.run.file(rundir.LR_FIND) if self.chief else None,
@@ -312,14 +294,14 @@ class Trainer:
         )
         picked = {
             "learning_rate": result.suggestion,
-            "rule": lr_find.SUGGESTION_RULE,
+            "rule": lr_range.SUGGESTION_RULE,
             "min_loss_lr": result.min_loss_lr,
             "steepest": result.steepest,
             "flat": result.flat,
             "steps": result.steps,
             "stopped": result.stopped,
             "seconds": round(result.seconds, 2),
-            "curve": f"{rundir.LR_FIND}/{lr_find.PLOT_NAME}",
+            "curve": f"{rundir.LR_FIND}/{lr_range.PLOT_NAME}",
         }
         curve = self.run.path / rundir.LR_FIND
         if result.flat:  # nothing was learned in the test: its minimum is noise
@@ -341,7 +323,7 @@ class Trainer:
                 "warning: learning rate auto: the range test's loss never fell %.0f%% below its "
                 "start in %d steps (curve in %s), so it tells nothing; %s. A longer test "
                 "(python -m tuning.lr_find --steps 300) or --learning-rate gives your own.",
-                100 * lr_find.FLAT_DROP, result.steps, curve, instead,
+                100 * lr_range.FLAT_DROP, result.steps, curve, instead,
             )  # fmt: skip
         else:
             self.say(
@@ -398,7 +380,7 @@ class Trainer:
             tracked += self.optimisation.optimizer.variables
             fresh = [(v, v.numpy()) for v in tracked]
         try:
-            prefix = self.run.restore(self.checkpoint, rundir.LAST)
+            prefix = self.checkpoints.restore_last()
         except rundir.NoCheckpointError:
             if fresh is None:
                 raise
@@ -409,7 +391,7 @@ class Trainer:
             self._save_new_epochs()
             self.say(f"{self.run.path} has no finished epoch: starting it from the beginning")
             return False
-        done = int(self.epoch_var.numpy())
+        done = self.checkpoints.done
         if self.config.total_epochs < done:
             least = done - (self.config.total_epochs - self.config.epochs)
             raise ValueError(
@@ -431,7 +413,7 @@ class Trainer:
 
     def _callbacks(self) -> keras.callbacks.CallbackList:
         ratios, gradients = cb.UpdateRatios(), cb.GradientNorms()
-        self.best = cb.BestCheckpoint(self.config.monitor, self.config.monitor_mode)
+        self.best = cb.BestCheckpoint(self.config.best_rule)
         self.babysitter = cb.Babysitter(ratios, gradients, strict=self.options.strict_checks)
         engine: list[cb.EngineCallback] = [
             cb.NaNGuard(),
@@ -444,21 +426,13 @@ class Trainer:
             cb.TensorBoardLogger(ratios, gradients),
             cb.ConsoleLogger(ratios, self.options.log_every),
         ]
+        if self.config.early_stopping:
+            engine.append(cb.EarlyStopping(self.best, self.config.early_stopping))
         for callback in engine:
             callback.trainer = self
         self.update_ratios = ratios
-        extra: list[keras.callbacks.Callback] = [self.history]
-        if self.config.early_stopping:
-            extra.append(
-                keras.callbacks.EarlyStopping(
-                    monitor=self.config.monitor,
-                    mode=self.config.monitor_mode,
-                    patience=self.config.early_stopping,
-                    verbose=1 if self.verbose and self.chief else 0,
-                )
-            )
         return keras.callbacks.CallbackList(
-            [*engine, *extra, *self.user_callbacks],
+            [*engine, self.history, *self.user_callbacks],
             model=self.model,
             epochs=self.config.total_epochs,
             steps=self.data.steps_per_epoch,
@@ -489,7 +463,7 @@ class Trainer:
                 self.say(self.describe())
                 callbacks = self._callbacks()
                 if self.start_epoch == 0:
-                    self.last_manager.save(checkpoint_number=0)  # a good checkpoint from the start
+                    self.checkpoints.save_start()  # a good checkpoint from the start
                 self.model.stop_training = False
                 callbacks.on_train_begin()
                 started = True
@@ -587,11 +561,7 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Load the best weights, evaluate the test split if there is one, write metrics."""
-        best_path = None
-        if self.run.checkpoints(rundir.BEST):
-            best_path = self.run.restore(
-                tf.train.Checkpoint(model=self.model), rundir.BEST, partial=True
-            )
+        best_path = self.checkpoints.restore_best_weights()
         rows = self.rows
         best = self.best.best_epoch
         best_row = next((r for r in rows if int(r["epoch"]) == best), rows[-1])

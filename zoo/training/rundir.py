@@ -47,12 +47,10 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-import zoo
 from pipelines.stats import STATS_FILE
-from zoo import weights as zoo_weights
 from zoo.config import TrainConfig, read_json_file
 from zoo.files import FileLock, atomic_write_text, link_new_text
-from zoo.training.runtime import dtype_policy
+from zoo.training.model import build_model
 
 logger = logging.getLogger("zoo.train")
 
@@ -135,11 +133,16 @@ class RunDirectory:
                 return run
         raise FileExistsError(f"no free run directory name for {base} under {parent}")
 
+    @staticmethod
+    def is_run(path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` holds a run (its ``config.json``)."""
+        return (Path(path) / CONFIG).is_file()
+
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RunDirectory:
         """An existing run (one with a ``config.json``)."""
         run = cls(path)
-        if not (run.path / CONFIG).is_file():
+        if not cls.is_run(run.path):
             raise FileNotFoundError(f"{run.path} is not a run directory (no {CONFIG}).")
         return run
 
@@ -255,6 +258,11 @@ class RunDirectory:
         what = f"none of {', '.join(skipped)} restores" if skipped else "there is none"
         raise NoCheckpointError(f"no usable checkpoint in {self.path / kind}: {what}.")
 
+    @staticmethod
+    def checkpoint_number(prefix: str) -> int:
+        """The epoch a checkpoint prefix names (``.../best/best-7`` -> 7)."""
+        return int(Path(prefix).name.rsplit("-", 1)[1])
+
     def discard(self, *, unfinished: bool = False) -> None:
         """Remove a run that has nothing worth keeping: the folder if this process made it,
         else the files the run wrote in it. Without ``unfinished`` only a run that never reached
@@ -283,21 +291,15 @@ class RunDirectory:
     # Models ---------------------------------------------------------------------------------
 
     def build_model(self, precision: str = "float32") -> keras.Model:
-        """The run's model, freshly initialised, built under ``precision``."""
-        config = self.read_config()
+        """The run's model, freshly initialised, built under ``precision`` (for a checkpoint)."""
         data = self.read_json(DATA)
-        # Published weights built the model with their options (keras.applications' ResNets:
-        # stride_in_1x1); the same architecture takes the run's checkpoint.
-        options = zoo_weights.architecture_options(config.model, config.weights)
-        with dtype_policy(precision):
-            return zoo.create_model(
-                config.model,
-                input_shape=tuple(data["input_shape"]),
-                classes=len(data["class_names"]),
-                width=config.width,
-                dropout=config.dropout,
-                **options,
-            )
+        return build_model(
+            self.read_config(),
+            input_shape=data["input_shape"],
+            classes=len(data["class_names"]),
+            precision=precision,
+            load_weights=False,
+        )
 
     def load_model(self, which: str = "best", precision: str = "float32") -> tuple[Any, str]:
         """The run's model with the weights of its best or last checkpoint, and that
@@ -313,6 +315,70 @@ class RunDirectory:
             except NoCheckpointError as err:
                 logger.warning("%s; using the last checkpoint instead", err)
         return model, self.restore(checkpoint, LAST, partial=True)
+
+
+class RunCheckpoints:
+    """A training run's checkpoints: what they hold, when they are saved, and their restore.
+
+    Each holds the model, the optimizer (with its slots and step), the count of finished epochs
+    and the dropout RNG's state: all a resume needs to continue bit for bit. ``checkpoints/``
+    keeps the last ``keep`` epochs (``epoch-0`` is the untrained start); ``best/`` the one epoch
+    that was best (`zoo.monitor`). The epoch's history row is written before its checkpoint."""
+
+    def __init__(
+        self,
+        run: RunDirectory,
+        *,
+        model: keras.Model,
+        optimizer: Any,
+        epoch: tf.Variable,
+        rng: Sequence[tf.Variable],
+        keep: int,
+    ) -> None:
+        self.run, self.model, self.epoch = run, model, epoch
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizers=[optimizer], epoch=epoch, rng=list(rng)
+        )
+        self._last = run.checkpoint_manager(self.checkpoint, LAST, keep)
+        self._best = run.checkpoint_manager(self.checkpoint, BEST, 1)
+
+    @property
+    def latest(self) -> str | None:
+        """The newest epoch checkpoint this process saved or found, or None."""
+        return self._last.latest_checkpoint
+
+    @property
+    def done(self) -> int:
+        """Epochs finished, as the restored (or saved) counter says."""
+        return int(self.epoch.numpy())
+
+    def save_start(self) -> None:
+        """``epoch-0``: a good checkpoint before the first step."""
+        self._last.save(checkpoint_number=0)
+
+    def save_epoch(self, done: int) -> None:
+        """After epoch ``done`` (1-based) and its history row."""
+        self.epoch.assign(done)
+        self._last.save(checkpoint_number=done)
+
+    def save_best(self, done: int) -> None:
+        self._best.save(checkpoint_number=done)
+
+    def best_saved(self) -> int | None:
+        """The epoch ``best/`` holds, or None."""
+        saved = self.run.checkpoints(BEST)
+        return RunDirectory.checkpoint_number(saved[0]) if saved else None
+
+    def restore_last(self) -> str:
+        """Everything from the newest good epoch checkpoint; its prefix."""
+        return self.run.restore(self.checkpoint, LAST)
+
+    def restore_best_weights(self) -> str | None:
+        """The model's weights from ``best/`` (the optimizer is left as it is); its prefix, or
+        None when there is no best checkpoint."""
+        if not self.run.checkpoints(BEST):
+            return None
+        return self.run.restore(tf.train.Checkpoint(model=self.model), BEST, partial=True)
 
 
 def load_model(
