@@ -156,7 +156,7 @@ def test_mixed_precision_run_exports_float32_io(exported):
 
 
 def test_failed_export_leaves_no_version(trained_run, tmp_path, monkeypatch):
-    import zoo.export as export_module
+    import zoo.export.onnx as export_module
 
     def broken(*args, **kwargs):
         raise ExportError("simulated failure during the ONNX conversion")

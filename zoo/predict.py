@@ -14,74 +14,22 @@ Before loading, the files the backend reads are checked against the sha256 sums 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 
-from zoo.cli import add_verbose_flag, start_tensorflow
-
-ONNX_FILE = "model.onnx"
-
-
-class DamagedExportError(ValueError):
-    """An export that cannot be served as it is: a file changed, damaged or missing."""
-
-
-def _reason(err: BaseException) -> str:
-    """An exception as a short one-line reason."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _metadata_problem(metadata: Any) -> str | None:
-    """What is wrong with the fields of ``metadata.json`` that serving reads, or None."""
-    if not isinstance(metadata, dict):
-        return "is not a JSON object"
-    names = metadata.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        return "has no valid 'class_names'"
-    spec = metadata.get("input")
-    shape = spec.get("shape") if isinstance(spec, dict) else None
-    if not isinstance(shape, list) or len(shape) != 4 or not all(_positive(d) for d in shape[1:3]):
-        return "has no valid 'input' shape"
-    spec = metadata.get("bytes_input")
-    fraction = spec.get("crop_fraction") if isinstance(spec, dict) else None
-    if not _number(fraction) or not 0 < fraction <= 1:
-        return "has no valid 'bytes_input' crop_fraction"
-    return None
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def read_metadata(folder: Path) -> dict[str, Any]:
-    """A version directory's ``metadata.json``, checked for the fields serving reads.
-
-    Raises:
-        FileNotFoundError: there is none.
-        DamagedExportError: it is not JSON or lacks a field.
-    """
-    file = folder / "metadata.json"
-    try:
-        metadata = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder} is not an export (no metadata.json).") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DamagedExportError(f"{file} is not valid JSON ({err}); export again.") from None
-    problem = _metadata_problem(metadata)
-    if problem:
-        raise DamagedExportError(f"{file} {problem}; export again.")
-    return metadata
+from zoo.cli import add_verbose_flag, one_line, start_tensorflow
+from zoo.export.metadata import (
+    METADATA_FILE,
+    ONNX_FILE,
+    DamagedExportError,
+    file_sha256,
+    read_metadata,
+    recorded_sha256,
+)
+from zoo.export.store import versions
 
 
 def resolve(export: str) -> tuple[Path, dict]:
@@ -101,9 +49,7 @@ def resolve(export: str) -> tuple[Path, dict]:
                 "export again."
             )
         return path.parent, metadata
-    if path.is_dir() and not (path / "metadata.json").exists():
-        from zoo.export import versions
-
+    if path.is_dir() and not (path / METADATA_FILE).exists():
         found = versions(path)
         if not found:
             raise FileNotFoundError(f"{export} holds no export version.")
@@ -120,15 +66,7 @@ def verify(folder: Path, metadata: dict, backend: str) -> None:
     Raises:
         DamagedExportError: naming the first file that is missing or does not match.
     """
-    from zoo.export import file_sha256
-
-    sums = metadata.get("sha256")
-    if not isinstance(sums, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in sums.items()
-    ):
-        raise DamagedExportError(
-            f"{folder / 'metadata.json'} has no valid 'sha256'; export again or pass --no-verify."
-        )
+    sums = recorded_sha256(folder, metadata)
     if backend == "onnx":
         names = [ONNX_FILE]
     else:
@@ -139,7 +77,7 @@ def verify(folder: Path, metadata: dict, backend: str) -> None:
         relative = PurePosixPath(name)
         if relative.is_absolute() or ".." in relative.parts:
             raise DamagedExportError(
-                f"{folder / 'metadata.json'} lists {name!r}, outside the export; export again."
+                f"{folder / METADATA_FILE} lists {name!r}, outside the export; export again."
             )
         file = folder / relative
         if name not in sums:
@@ -193,8 +131,9 @@ class Classifier:
             try:
                 self.signature = tf.saved_model.load(str(folder)).signatures["serving_bytes"]
             except Exception as err:  # TensorFlow raises many kinds for a damaged SavedModel
+                reason = one_line(err, 300, typed=True)
                 raise DamagedExportError(
-                    f"{folder} holds no loadable SavedModel ({_reason(err)}); export again{other}."
+                    f"{folder} holds no loadable SavedModel ({reason}); export again{other}."
                 ) from None
         else:
             import onnxruntime
@@ -210,9 +149,10 @@ class Classifier:
                     str(path), providers=["CPUExecutionProvider"]
                 )
             except Exception as err:  # ONNX Runtime's errors have no common public base
+                reason = one_line(err, 300, typed=True)
                 raise DamagedExportError(
-                    f"{path} cannot be loaded by ONNX Runtime ({_reason(err)}); export again, or "
-                    "use --backend tf."
+                    f"{path} cannot be loaded by ONNX Runtime ({reason}); export again, or use "
+                    "--backend tf."
                 ) from None
 
     def probabilities(self, data: bytes) -> np.ndarray:
@@ -220,7 +160,7 @@ class Classifier:
         if self.backend == "tf":
             out = self.signature(image_bytes=tf.constant([data]))
             return out["probabilities"].numpy()[0]
-        from zoo.export import decode_and_crop
+        from zoo.export.serving import decode_and_crop
 
         image = decode_and_crop(tf.constant(data), self.size, self.crop).numpy()[None]
         return self.session.run(["probabilities"], {"images": image.astype("float32")})[0][0]
