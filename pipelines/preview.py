@@ -1,9 +1,10 @@
 """Writes a grid of augmented training samples with their class names.
 
 By default it shows what training uses: ``--augment auto`` is resolved with
-``pipelines.resolve_augment`` and the image size comes from ``pipelines.default_image_size``
-(with ``--model``, the model's native size for datasets whose images are not square and of one
-size). Example::
+``pipelines.resolve_augment`` and the image size comes from ``pipelines.default_image_size``.
+The model-aware preview, ``python -m zoo.preview --model NAME``, builds on this module: it takes
+the same flags and passes the model's native side (the default size for datasets whose images
+are not square and of one size). Example::
 
     python -m pipelines.preview --dataset digits --out grid.png
 """
@@ -18,6 +19,7 @@ if __name__ == "__main__":  # quiet TensorFlow's start before the imports below 
 import argparse
 import dataclasses
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +28,15 @@ import numpy as np
 
 from pipelines.augment import AUTO, PRESETS, get_augment_config
 from pipelines.build import denormalize, make_train_dataset
+from pipelines.cli import EXIT_BAD_INPUT, add_verbose_flag
 from pipelines.defaults import default_image_size, resolve_augment
 from pipelines.sources import available_sources, load
 from pipelines.stats import compute_stats
 
 logger = logging.getLogger(__name__)
+
+PROG = "python -m pipelines.preview"
+SIZE_FALLBACK = "224 (python -m zoo.preview --model NAME puts the model's input side before 224)"
 
 
 def _caption(label: np.ndarray, class_names: Sequence[str]) -> str:
@@ -56,13 +62,6 @@ class Preview:
     image_size: int
 
 
-def model_side(model: str) -> int:
-    """The native input side of a ``zoo`` model (imports ``zoo`` only when called)."""
-    import zoo
-
-    return int(zoo.model_info(model).input_shape[0])
-
-
 def render_grid(
     dataset: str = "digits",
     augment: str = AUTO,
@@ -74,7 +73,7 @@ def render_grid(
     epoch: int = 0,
     split: str = "train",
     image_size: int | None = None,
-    model: str | None = None,
+    model_side: int | None = None,
     data_dir: str | None = None,
     download: bool = False,
 ) -> Preview:
@@ -91,8 +90,8 @@ def render_grid(
         epoch: Epoch whose first batch is shown.
         split: Split to sample from.
         image_size: Output side; default ``pipelines.default_image_size`` (the dataset's side
-            when its images are square and of one size, else the model's, else 224).
-        model: A ``zoo`` model name whose native input side is the default size.
+            when its images are square and of one size, else ``model_side``, else 224).
+        model_side: The native input side of the model the images are for.
         data_dir: TFDS data directory (``tfds:`` sources only).
         download: Let TFDS download (``tfds:`` sources only).
 
@@ -106,12 +105,11 @@ def render_grid(
 
     if rows <= 0 or cols <= 0:
         raise ValueError(f"rows and cols must be positive, got rows={rows}, cols={cols}.")
-    native = model_side(model) if model is not None else None
     options = {"data_dir": data_dir, "download": download} if dataset.startswith("tfds:") else {}
     data = load(dataset, **options)
     if split not in data.splits:
         raise ValueError(f"{data.name} has no split {split!r}; it has {sorted(data.splits)}.")
-    size = image_size or default_image_size(data, native)
+    size = image_size or default_image_size(data, model_side)
     augment = resolve_augment(augment, data, size)
     config = get_augment_config(augment)
     stats = compute_stats(data, max_examples=2048)
@@ -153,10 +151,13 @@ def render_grid(
     return Preview(captions=captions, augment=augment, image_size=size)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
+def build_parser(
+    prog: str = PROG, *, size_fallback: str = SIZE_FALLBACK
+) -> argparse.ArgumentParser:
+    """The command-line interface; ``size_fallback`` says what sets ``--image-size`` when the
+    dataset does not (``zoo.preview`` adds ``--model``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.preview",
+        prog=prog,
         description="Write a PNG grid of augmented training samples, each captioned with its "
         "class name (with mixup/cutmix: the two largest label weights).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -182,12 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="output side in pixels; None means what training uses: the dataset's side when "
-        "its images are square and of one size, else the --model's input side, else 224",
-    )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="zoo model name whose native input side is the default --image-size",
+        f"its images are square and of one size, else {size_fallback}",
     )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (tfds: sources)")
     parser.add_argument(
@@ -195,12 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let TFDS download and prepare missing data (needs network)",
     )
+    add_verbose_flag(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace, model_side: int | None = None) -> int:
+    """Renders the grid that parsed ``args`` ask for and says where it went; returns the exit
+    status (a bad dataset, split or augmentation: one line on stderr, 2)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         preview = render_grid(
@@ -213,16 +210,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             epoch=args.epoch,
             split=args.split,
             image_size=args.image_size,
-            model=args.model,
+            model_side=model_side,
             data_dir=args.data_dir,
             download=args.download,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     side = preview.image_size
     print(f"wrote {args.out} (augment {preview.augment!r}, {side}x{side})")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status. ``--model`` needs the zoo, a floor
+    above: it is refused with the ``python -m zoo.preview`` command to run instead."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.model is not None:
+        command = shlex.join(["python", "-m", "zoo.preview", *argv])
+        print(f"{PROG}: error: --model needs the model zoo; run: {command}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.resize import CROP_FRACTION
+
 MODES = ("none", "flip", "10crop")
 
 
@@ -57,7 +59,8 @@ def views(
         images: The batch (already normalised); for ``10crop``, larger than the crops (see
             the module docstring).
         mode: ``none``, ``flip`` or ``10crop``.
-        crop_size: ``10crop`` crop ``(h, w)`` or side; default 87.5% of the image side.
+        crop_size: ``10crop`` crop ``(h, w)`` or side; default ``CROP_FRACTION`` (87.5%) of the
+            image side.
         output_size: Resize ``10crop`` views to this ``(h, w)`` when it differs from the crop.
 
     Returns:
@@ -75,7 +78,7 @@ def views(
         return [images, tf.reverse(images, axis=[2])]
     height, width = int(images.shape[1]), int(images.shape[2])
     if crop_size is None:
-        crop_h, crop_w = round(0.875 * height), round(0.875 * width)
+        crop_h, crop_w = round(CROP_FRACTION * height), round(CROP_FRACTION * width)
     elif isinstance(crop_size, int):
         crop_h = crop_w = crop_size
     else:

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pipelines.cli import add_verbose_flag, start_tensorflow
+
 # The layout `pipelines.load("folder:...")` reads: our split name -> folder name.
 FOLDERS = {"train": "train", "validation": "val", "test": "test"}
 
@@ -86,10 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--classes", help="comma-separated class names to write (default: all)")
     parser.add_argument("--per-class", type=int, help="at most this many training images each")
     parser.add_argument("--flat", action="store_true", help="one folder of <class>_<n>.png")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    from pipelines.cli import start_tensorflow_for_main
-
-    start_tensorflow_for_main()
+    start_tensorflow(verbose=args.verbose)
     import pipelines
 
     try:

@@ -1,4 +1,4 @@
-"""The preview command line."""
+"""The preview command lines: ``pipelines.preview`` and the model-aware ``zoo.preview``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines import preview
+from zoo import preview as zoo_preview
 
 
 def test_preview_writes_a_captioned_grid(tmp_path):
@@ -40,22 +41,48 @@ def test_preview_default_shows_what_training_uses(tmp_path):
     assert not np.array_equal(auto, pixels("cifar"))
 
 
-def test_preview_default_size_follows_the_model(tmp_path):
-    """Images of several sizes: the model's native side, else 224 (as training picks)."""
+def test_preview_default_size_follows_the_model(tmp_path, capsys):
+    """Images of several sizes: the model's native side (``zoo.preview --model``, or the side
+    passed to ``render_grid``), else 224 (as training picks)."""
     rng = np.random.default_rng(0)
     for k in range(4):
         path = tmp_path / "data" / ("a" if k % 2 else "b") / f"{k}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20 + k, 30, 3), dtype=np.uint8)).save(path)
     source = f"folder:{tmp_path / 'data'}"
-    small = preview.render_grid(source, out=tmp_path / "a.png", rows=1, cols=2, model="resnet20")
-    assert (small.image_size, small.augment) == (32, "cifar")
+    flags = ["--dataset", source, "--rows", "1", "--cols", "2"]
+    out = tmp_path / "a.png"
+    assert zoo_preview.main([*flags, "--out", str(out), "--model", "resnet20"]) == 0
+    assert f"wrote {out} (augment 'cifar', 32x32)" in capsys.readouterr().out
+    side = preview.render_grid(source, out=tmp_path / "c.png", rows=1, cols=2, model_side=48)
+    assert (side.image_size, side.augment) == (48, "cifar")
     large = preview.render_grid(source, out=tmp_path / "b.png", rows=1, cols=2)
     assert (large.image_size, large.augment) == (224, "imagenet")
 
 
+def test_zoo_preview_refuses_an_unknown_model(tmp_path, capsys):
+    out = tmp_path / "x.png"
+    assert zoo_preview.main(["--model", "resnet5", "--out", str(out)]) == 2
+    assert "error: Unknown model 'resnet5'." in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pipelines_preview_sends_model_to_zoo_preview(tmp_path, capsys):
+    """``--model`` needs the zoo, a floor above the pipelines: one line naming the command."""
+    out = tmp_path / "x.png"
+    argv = ["--dataset", "digits", "--model", "resnet20", "--out", str(out)]
+    assert preview.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"run: python -m zoo.preview --dataset digits --model resnet20 --out {out}" in err
+    assert not out.exists()
+
+
 def test_preview_help_explains_every_flag():
     help_text = " ".join(preview.build_parser().format_help().split())
+    zoo_help = " ".join(zoo_preview.build_parser().format_help().split())
+    assert zoo_help.startswith("usage: python -m zoo.preview [-h]")
+    assert "--model MODEL" not in help_text and "python -m zoo.preview --model NAME" in help_text
     for flag in (
         "--dataset",
         "--augment",
@@ -66,11 +93,11 @@ def test_preview_help_explains_every_flag():
         "--epoch",
         "--split",
         "--image-size",
-        "--model",
         "--data-dir",
         "--download",
     ):
-        assert flag in help_text
+        assert flag in help_text and flag in zoo_help
+    assert "--model" in zoo_help and "else the --model's input side, else 224" in zoo_help
     assert "(default: digits)" in help_text and "(default: auto)" in help_text
 
 

@@ -256,6 +256,7 @@ COMMANDS = (
     "tuning.search",
     "tuning.lr_find",
     "pipelines.preview",
+    "zoo.preview",
     "pipelines.write",
     "benchmarks.run",
 )
