@@ -9,7 +9,7 @@ from typing import Any
 import tensorflow as tf
 
 from zoo.config import RunOptions, TrainConfig
-from zoo.training import Runtime, Trainer, resolve_runtime
+from zoo.training import Runtime, Trainer, resolve_runtime_for
 
 # One update for every contender, whatever the model's recipe and the machine: SGD with
 # momentum, no decay, a constant rate, no warm-up, no batch-norm re-estimation between epochs.
@@ -45,7 +45,7 @@ def trainer(
         verbose=False,
     )
     if runtime is None:
-        runtime = resolve_runtime(config.strategy, config.precision, config.deterministic)
+        runtime = resolve_runtime_for(config)
     t = Trainer(config, options=options, runtime=runtime)
     t.setup()
     return t

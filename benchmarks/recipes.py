@@ -10,7 +10,7 @@ CPU cores; the width changes channels only, never the depth or the layer types.
     python benchmarks/recipes.py                       # every model, about an hour on 2 cores
     python benchmarks/recipes.py --models 'vgg*' --json vgg.json
 
-The README's table of recipes is this script's output. Exit code 1 when a model scores below
+The recipes table (docs/training.md) is this script's output. Exit code 1 when a model scores below
 ``--target`` (0.95) test accuracy.
 """
 

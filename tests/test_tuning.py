@@ -115,7 +115,7 @@ def test_a_loss_objective_picks_and_exports_each_trials_loss_best_epoch(
     assert metrics["monitor"] == "val_loss" and metrics["best_epoch"] == best
     assert float(row["val_loss"]) == min(losses)
     exported = json.loads(
-        (tmp_path / "saved_models" / "search" / "1" / "metadata.json").read_text()
+        (tmp_path / "saved_models" / "resnet20" / "1" / "metadata.json").read_text()
     )
     assert exported["checkpoint"].endswith(f"best-{best}")
     assert "--monitor val_loss" in out  # the reproducing command keeps the same best epoch

@@ -329,10 +329,10 @@ def completed(tuner: ZooTuner) -> list:
 
 def search(args: SearchArgs) -> dict[str, Any]:
     """Run the stages asked for; return the summary (also printed and written)."""
-    from zoo.training import resolve_runtime
+    from zoo.training import resolve_runtime_for
 
     base = args.base
-    runtime = resolve_runtime(base.strategy, base.precision, base.deterministic)
+    runtime = resolve_runtime_for(base)
     space = spaces.merge(spaces.default_space(base.model), args.space)
     root = Path(args.directory) / args.project
     if args.overwrite and root.exists():

@@ -1,7 +1,9 @@
 """Model registry: one entry per architecture, with the metadata that pipelines and exporters read.
 
 Families register their variants from their spec tables (`register_model(info, builder)`), so a
-model's name is written once. `create_model` validates every argument before a layer is built.
+model's name is written once. `create_model` validates every argument before a layer is built,
+builds the model and hands its ``weights`` to `zoo.weights` (which checks published weights
+before the build and loads them after it).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import inspect
 import math
 import os
 import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import keras
 
-from zoo.cli import one_line
+from zoo import weights as zoo_weights
+from zoo.weights import check_keras_file as check_keras_file  # re-exported: callers import it here
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,9 +123,7 @@ class ModelInfo:
     def weights(self) -> tuple[str, ...]:
         """The pretrained weights ``create_model(name, weights=...)`` takes, e.g.
         ``("imagenet",)`` (see `zoo.weights`)."""
-        from zoo.weights import available_weights
-
-        return available_weights(self.name)
+        return zoo_weights.available_weights(self.name)
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,12 @@ def create_model(
         pooling: With ``include_top=False``: ``None`` (4-D feature map), ``"avg"`` or ``"max"``.
         classifier_activation: Activation of the final layer; ``None`` outputs logits.
         width: Multiplier for every layer's channels and hidden units.
-        weights: ``None`` (random initialisation); ``"imagenet"`` for the models that
-            keras.applications publishes weights for (`zoo.weights.available_weights`),
-            converted exactly (downloaded and cached by Keras; offline, the error names the
-            file to copy in); a path to that published ``.h5`` file; or a path to a
-            ``.weights.h5`` or ``.keras`` file of the zoo's own for exactly this
+        weights: ``None`` (random initialisation); the name of published weights the model
+            has (`zoo.weights.available_weights`: keras.applications' ``"imagenet"``,
+            torchvision's ``"torchvision"``), converted exactly (downloaded and cached by
+            Keras; offline, the error names the file to copy in); a path to such a published
+            file (keras.applications' ``.h5``, torchvision's ``.safetensors`` or ``.pth``); or
+            a path to a ``.weights.h5`` or ``.keras`` file of the zoo's own for exactly this
             configuration. With pretrained weights and ``classes`` other than theirs, the
             backbone is pretrained and the classifier new.
         **overrides: Family options, e.g. ``small_inputs``, ``stride_in_1x1``, ``aux_logits``,
@@ -263,17 +264,15 @@ def create_model(
             ) from err
 
     options = {k: v for k, v in overrides.items() if v is not None}
-    from zoo.weights import published as find_published
-
-    published = find_published(name, weights)
-    if published is not None:
-        shape, classes = _check_pretrained(name, published, shape, classes, include_top, width)
-        for option, value in published.options.items():
-            if options.setdefault(option, value) != value:
-                raise ValueError(
-                    f"{name}: {published.source}'s weights need {option}={value!r}; "
-                    f"got {options[option]!r}."
-                )
+    published, options = zoo_weights.resolve_published(
+        info,
+        weights,
+        options,
+        input_shape=shape,
+        classes=classes,
+        include_top=include_top,
+        width=width,
+    )
     params = inspect.signature(entry.builder).parameters
     bound = set(getattr(entry.builder, "keywords", {}))  # fixed by a functools.partial
     accepted = sorted(
@@ -297,99 +296,8 @@ def create_model(
         width=float(width),
         **options,
     )
-    if published is not None and published.name == "torchvision":
-        from zoo import weights as published_weights
-
-        state = (
-            published_weights.fetch_torchvision(published)
-            if weights == published.name
-            else published_weights.read_state_dict(weights)
+    if weights is not None:
+        zoo_weights.load_weights(
+            model, info, weights, published, include_top=include_top, classes=classes
         )
-        head = "fc.weight" if info.family == "resnet" else "classifier.6.weight"
-        same_head = head in state and state[head].shape[0] == classes
-        new_head: tuple[str, ...] = () if same_head else (info.classifier,)  # a fresh head
-        if include_top and info.family == "vgg" and not same_head:
-            height, width, channels = published_weights.flattened(model)
-            fc1 = state.get("classifier.0.weight")
-            if fc1 is None or fc1.shape[1] != height * width * channels:
-                # Not 224x224 inputs (or a file without the classifier): the whole classifier
-                # is new, as keras.applications' weights without the top give it.
-                new_head = ("fc1", "fc2", info.classifier)
-        published_weights.convert_torchvision(state, model, info.family, skip=new_head)
-    elif published is not None:
-        from zoo import weights as published_weights
-
-        file = None if weights == published.name else weights
-        source = published_weights.source_model(
-            published,
-            include_top=include_top and classes == published.classes,
-            input_shape=published.input_shape,
-            file=file,
-        )
-        first = next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
-        new_head = (info.classifier,) if classes != published.classes else ()
-        published_weights.convert(source, model, first_conv=first, skip=new_head)
-        del source
-    elif weights is not None:
-        _load_weights(model, weights)
     return model
-
-
-def _check_pretrained(
-    name: str,
-    published: Any,
-    shape: tuple[int, int, int],
-    classes: int,
-    include_top: bool,
-    width: float,
-) -> tuple[tuple[int, int, int], int]:
-    if width != 1.0:
-        raise ValueError(f"{name}: pretrained weights are for width 1.0, got width={width}.")
-    if shape[2] != 3:
-        raise ValueError(f"{name}: pretrained weights take RGB images (3 channels).")
-    flattens = _entry(name).info.family in ("vgg", "alexnet")
-    if include_top and classes == published.classes and flattens and shape != published.input_shape:
-        raise ValueError(
-            f"{name}: its pretrained classifier takes {published.input_shape[0]}x"
-            f"{published.input_shape[1]} inputs (it flattens the feature map); pass that "
-            "input_shape, or include_top=False, or other classes for a new head."
-        )
-    return shape, classes
-
-
-def _load_weights(model: keras.Model, weights: str | os.PathLike[str]) -> None:
-    path = os.fspath(weights)
-    if not path.endswith((".weights.h5", ".keras")):
-        raise ValueError(
-            f"weights must be None, the name of pretrained weights (zoo.model_info(name)."
-            f"weights), or a path to a '.weights.h5' or '.keras' file; got {path!r}."
-        )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    check_keras_file(path)
-    try:
-        model.load_weights(path)
-    except (ValueError, KeyError, OSError) as err:
-        raise ValueError(
-            f"{path} does not hold weights for this model ({model.name}, the same name, width "
-            f"and classes are needed): {one_line(err)}"
-        ) from None
-
-
-def check_keras_file(path: str | os.PathLike[str]) -> None:
-    """Raise a one-line `ValueError` naming ``path`` unless it is what its name says: a
-    ``.keras`` file is a zip archive, a ``.h5`` file is HDF5 (Keras's loaders answer a damaged
-    file with "File not found" or a zip/HDF5 traceback)."""
-    name = os.fspath(path)
-    if name.endswith(".keras") and not zipfile.is_zipfile(name):
-        raise ValueError(
-            f"{name} is not a Keras model file (a .keras file is a zip archive); it is damaged "
-            "or another format: save it again with model.save(...)."
-        )
-    if name.endswith(".h5"):
-        with open(name, "rb") as f:
-            if f.read(8) != b"\x89HDF\r\n\x1a\n":
-                raise ValueError(
-                    f"{name} is not an HDF5 weights file; it is damaged or another format: "
-                    "save it again with model.save_weights(...)."
-                )

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Trainer,
         TrainingCheckFailed,
         TrainingDiverged,
-        resolve_runtime,
+        resolve_runtime_for,
     )
 
     trainer = None
@@ -128,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from zoo.training import RunDirectory
 
             saved = RunDirectory.open(resume).read_config()
-            runtime = resolve_runtime(saved.strategy, saved.precision, saved.deterministic)
+            runtime = resolve_runtime_for(saved)
             trainer = Trainer.resume(resume, epochs=epochs, options=options, runtime=runtime)
         else:
-            runtime = resolve_runtime(config.strategy, config.precision, config.deterministic)
+            runtime = resolve_runtime_for(config)
             trainer = Trainer(config, options=options, runtime=runtime)
         metrics = trainer.fit().metrics
     except TrainingDiverged as err:

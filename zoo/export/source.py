@@ -14,7 +14,6 @@ from typing import Any
 import keras
 
 from zoo.cli import one_line
-from zoo.config import read_json_file
 from zoo.training.rundir import CONFIG, DATA, METRICS, RunDirectory
 
 
@@ -130,8 +129,7 @@ def _load_run(path: Path, checkpoint: str) -> Source:
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}.")
     config = run.read_config()  # a damaged config.json is a ValueError naming it
-    # (read_json_file rather than run.read_json: its message says what the file should hold)
-    data = read_json_file(run.file(DATA), "the run's classes, input shape and normalisation")
+    data = run.read_json(DATA)
     try:
         class_names = [str(name) for name in data["class_names"]]
         input_shape = tuple(int(d) for d in data["input_shape"])
@@ -143,7 +141,7 @@ def _load_run(path: Path, checkpoint: str) -> Source:
         reason = one_line(err, 300, typed=True)
         raise ValueError(f"{run.file(DATA)} is damaged ({reason}); restore it.") from None
     has_metrics = run.file(METRICS).is_file()
-    metrics = read_json_file(run.file(METRICS), "the run's results") if has_metrics else None
+    metrics = run.read_json(METRICS) if has_metrics else None
     model, found = run.load_model(checkpoint)
     return Source(
         model=model,
@@ -153,7 +151,7 @@ def _load_run(path: Path, checkpoint: str) -> Source:
         mean=mean,
         std=std,
         dataset=config.dataset,
-        config=read_json_file(run.file(CONFIG), "a run's configuration"),
+        config=run.read_json(CONFIG),
         metrics=metrics,
         checkpoint=found,
     )

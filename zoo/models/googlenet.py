@@ -226,7 +226,7 @@ def _register() -> None:
                 macs_source=""
                 if batch_norm
                 else "Szegedy et al. 2015, section 5 "
-                "('1.5 billion multiply-adds'); see README: the conv1 row of Table 1 is off",
+                "('1.5 billion multiply-adds'); docs/models.md: Table 1's conv1 row is off",
                 recipe=BN_RECIPE if batch_norm else PLAIN_RECIPE,
             ),
             partial(build_googlenet, batch_norm=batch_norm),

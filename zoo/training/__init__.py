@@ -6,11 +6,13 @@ Train from Python with Keras callbacks::
     history = fit(TrainConfig(model="resnet20", epochs=2), callbacks=[my_callback])
     history.history["val_accuracy"], history.metrics["test_accuracy"]
 
-- `runtime`: strategy, precision and determinism, resolved once per process.
+- `runtime`: strategy, precision, determinism and XLA, resolved once per process.
 - `data`: the dataset of a config, distributed for a strategy.
 - `optim`: schedule, optimizers, parameter groups.
 - `step`: the compiled train (N steps per call), eval and batch-norm functions.
-- `rundir`: the run directory's files, lock and checkpoints; `load_model`.
+- `model`: `build_model`, the one place a run's model is built.
+- `rundir`: the run directory's files and lock, its checkpoints (`RunCheckpoints`); `load_model`.
+- `lr_range`: the learning-rate range test (``--learning-rate auto``, ``tuning.lr_find``).
 - `callbacks`: history, checkpoints, best weights, console, TensorBoard, checks.
 - `loop`: `Trainer` and `fit`.
 """
@@ -31,6 +33,7 @@ from zoo.training.runtime import (
     resolve_jit_compile,
     resolve_precision,
     resolve_runtime,
+    resolve_runtime_for,
 )
 
 __all__ = [
@@ -51,4 +54,5 @@ __all__ = [
     "resolve_jit_compile",
     "resolve_precision",
     "resolve_runtime",
+    "resolve_runtime_for",
 ]

@@ -1,7 +1,8 @@
 """The engine's own output and checks, as Keras callbacks.
 
-Each speaks the `keras.callbacks.Callback` protocol and gets the `Trainer` as ``self.trainer``
-(set before ``on_train_begin``), so it reads what it needs from the engine's public attributes.
+Each speaks the `keras.callbacks.Callback` protocol and gets the training as ``self.trainer``
+(set before ``on_train_begin``): what it may use of it is `TrainingView`, not the whole
+`Trainer`.
 The loop calls them in this order at the end of an epoch: history, checkpoint, best weights,
 TensorBoard, console, then the user's callbacks (``EarlyStopping``, ``CSVLogger``, KerasTuner's,
 ...), which see the same logs Keras's ``fit`` gives: ``loss``, ``accuracy``, ``top5``,
@@ -15,20 +16,23 @@ import logging
 import math
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import zoo
+from zoo.config import RunOptions, TrainConfig
 from zoo.files import atomic_write_bytes
 from zoo.monitor import Monitor
 from zoo.training import rundir
-
-if TYPE_CHECKING:
-    from zoo.training.loop import Trainer
+from zoo.training.data import TrainData
+from zoo.training.optim import Optimisation
+from zoo.training.rundir import RunCheckpoints, RunDirectory
+from zoo.training.step import Steps
 
 logger = logging.getLogger("zoo.train")
 
@@ -43,10 +47,50 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
-class EngineCallback(keras.callbacks.Callback):
-    """A callback of the engine's: ``self.trainer`` is the `Trainer` that runs it."""
+@runtime_checkable
+class TrainingView(Protocol):
+    """What the engine's callbacks may use of the training that runs them (`Trainer` is one).
 
-    trainer: Trainer
+    Read: the experiment and invocation (``config``, ``options``), the parts (``data``,
+    ``model``, ``optimisation``, ``steps``, ``run``, ``checkpoints``), where training is
+    (``epoch``, 0-based, the one running; ``start_epoch``; ``stage_name``), the peak
+    ``learning_rate`` and whether this process is the ``chief``. Written: ``rows`` (the history
+    of finished epochs, appended to by `HistoryWriter`), the checkpoints, the run's files and
+    ``model.stop_training`` (Keras's own way to stop)."""
+
+    config: TrainConfig
+    options: RunOptions
+    data: TrainData
+    model: keras.Model
+    optimisation: Optimisation
+    steps: Steps
+    run: RunDirectory
+    checkpoints: RunCheckpoints
+    epoch: int
+    start_epoch: int
+    learning_rate: float
+    rows: list[dict[str, Any]]
+
+    @property
+    def chief(self) -> bool: ...
+
+    @property
+    def verbose(self) -> bool: ...
+
+    @property
+    def stage_name(self) -> str: ...
+
+    def say(self, message: str) -> None:
+        """Print ``message`` on the chief when verbose."""
+
+    def rng_kept(self) -> AbstractContextManager[None]:
+        """A block after which the dropout RNG is as before (for a check's extra pass)."""
+
+
+class EngineCallback(keras.callbacks.Callback):
+    """A callback of the engine's: ``self.trainer`` is the training that runs it."""
+
+    trainer: TrainingView
 
 
 class HistoryWriter(EngineCallback):

@@ -60,7 +60,7 @@ class TrainData:
         model_side = zoo.model_info(config.model).input_shape[0]
         data_side = pipelines.default_image_size(self.source, model_side)
         # Starting weights are used at the size they were trained at: small images are
-        # resized up to it (measured better than keeping them small: README, fine-tuning).
+        # resized up to it (measured better than keeping them small: docs/training.md, fine-tuning).
         self.starting_side = None if config.image_size else self._starting_side()
         side = config.image_size or self.starting_side or data_side
         self.resized_from = data_side if self.starting_side and side != data_side else None

@@ -26,7 +26,7 @@ from zoo.training.data import TrainData
 from zoo.training.model import build_model
 from zoo.training.optim import Optimisation, WarmupSchedule, build_optimisation
 from zoo.training.rundir import RunCheckpoints, RunDirectory
-from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime
+from zoo.training.runtime import Runtime, dtype_policy, resolve_runtime_for
 from zoo.training.step import Steps
 from zoo.training.transfer import start_from
 
@@ -68,9 +68,7 @@ class Trainer:
         # Unset fields take the model's recipe; an unknown name fails here, naming close ones.
         self.config = config.resolve()
         self.options = options or RunOptions()
-        self.runtime = runtime or resolve_runtime(
-            config.strategy, config.precision, config.deterministic
-        )
+        self.runtime = runtime or resolve_runtime_for(config)
         self.runtime.check(config)
         starts = self.config.init_from or self.config.weights
         if self.config.freeze_backbone and not starts and _resume is None:
@@ -248,7 +246,14 @@ class Trainer:
                 f"and schedule over {cfg.epochs} epoch(s)"
             )
         self.stage = stage
-        self.steps = Steps(self.model, self.optimisation, cfg, self.strategy, self.data.classes)
+        self.steps = Steps(
+            self.model,
+            self.optimisation,
+            cfg,
+            self.strategy,
+            self.data.classes,
+            jit_compile=self.runtime.jit_compile,
+        )
 
     def check_same_classes(self, saved: Sequence[str]) -> None:
         """Refuse to resume on data whose classes differ from those the run started with (the

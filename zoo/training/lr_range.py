@@ -59,7 +59,7 @@ from zoo.files import atomic_write_bytes, atomic_write_text
 from zoo.training.data import TrainData
 from zoo.training.model import build_model
 from zoo.training.optim import Optimisation, build_optimisation
-from zoo.training.runtime import Runtime, resolve_runtime
+from zoo.training.runtime import Runtime, resolve_runtime_for
 from zoo.training.step import Steps
 from zoo.training.transfer import start_from
 
@@ -228,14 +228,16 @@ def lr_find(
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"out must be a folder; {out} is a file.")
     zoo.model_info(config.model)  # an unknown name fails here, naming the close ones
-    runtime = runtime or resolve_runtime(config.strategy, config.precision, config.deterministic)
+    runtime = runtime or resolve_runtime_for(config)
     runtime.check(config)
     strategy, precision = runtime.strategy, runtime.precision
     with runtime.active():
         data = TrainData(config, strategy)
         data.load_stats(None)
         model, optimisation = _build(config, data, runtime, start_lr, end_lr, steps)
-        engine = Steps(model, optimisation, config, strategy, data.classes)
+        engine = Steps(
+            model, optimisation, config, strategy, data.classes, jit_compile=runtime.jit_compile
+        )
         if verbose:
             params = sum(int(np.prod(v.shape)) for v in optimisation.variables)
             print(

@@ -64,6 +64,14 @@ CONFIG, DATA, HISTORY, METRICS, CURVES = (
 LAST, BEST = "checkpoints", "best"
 LEARNING_RATE, LR_FIND, CHECKS = "learning_rate.json", "lr_find", "checks.json"
 TENSORBOARD, LOCK = "tensorboard", ".lock"
+# What each JSON file holds, for the error that names a damaged one.
+_HOLDS = {
+    CONFIG: "a run's configuration",
+    DATA: "the run's classes, input shape and normalisation",
+    METRICS: "the run's results",
+    LEARNING_RATE: "the learning rate the range test picked",
+    CHECKS: "the babysitting checks' warnings",
+}
 _PREFIX = {LAST: "epoch", BEST: "best"}
 _CHECKPOINT = re.compile(r"^(epoch|best)-(\d+)\.index$")
 
@@ -180,8 +188,9 @@ class RunDirectory:
         atomic_write_text(self.path / CONFIG, config.to_json() + "\n")
 
     def read_json(self, name: str) -> dict[str, Any]:
-        """A JSON file of the run; a damaged one is a `ValueError` naming it."""
-        return read_json_file(self.path / name, f"the run's {name}")
+        """A JSON file of the run; a damaged one is a `ValueError` naming it and what it
+        should hold."""
+        return read_json_file(self.path / name, _HOLDS.get(name, f"the run's {name}"))
 
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(value, indent=2) + "\n")

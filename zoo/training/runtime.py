@@ -1,10 +1,12 @@
 """Process-wide state, resolved once by the entry point and handed to the engine.
 
-A `Runtime` names the distribution strategy, the precision policy and whether ops are
-deterministic. The engine never sets these globally for longer than it runs: `Runtime.active`
-applies op determinism for the duration of a fit and restores it, and `dtype_policy` builds a
-model under a precision policy and puts the previous global policy back, so several trainings
-with different precisions run one after another in one process (as a tuner runs trials).
+A `Runtime` names the distribution strategy, the precision policy, whether ops are
+deterministic and whether the steps are compiled with XLA: each resolved here, once, for the
+devices at hand (`resolve_runtime_for` a `TrainConfig`). The engine never sets these globally
+for longer than it runs: `Runtime.active` applies op determinism for the duration of a fit and
+restores it, and `dtype_policy` builds a model under a precision policy and puts the previous
+global policy back, so several trainings with different precisions run one after another in one
+process (as a tuner runs trials).
 """
 
 from __future__ import annotations
@@ -19,16 +21,20 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from zoo.config import AUTO
+from zoo.config import PRECISIONS as ASKED_PRECISIONS
+
+PRECISIONS = tuple(p for p in ASKED_PRECISIONS if p != AUTO)  # what "auto" resolves to
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how training runs: a strategy, a resolved precision and op determinism."""
+    """Where and how training runs: a strategy, a resolved precision, op determinism and XLA."""
 
     strategy: tf.distribute.Strategy
     precision: str = "float32"
     deterministic: bool = False
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -68,6 +74,13 @@ class Runtime:
             )
         if config.deterministic and not self.deterministic:
             raise ValueError("the config asks for deterministic ops but the runtime is not.")
+        if config.jit_compile != AUTO and resolve_jit_compile(config.jit_compile) != (
+            self.jit_compile
+        ):
+            raise ValueError(
+                f"the config asks for --jit-compile {config.jit_compile} but the runtime has XLA "
+                f"{'on' if self.jit_compile else 'off'}."
+            )
         expected = {
             "default": type(tf.distribute.get_strategy()),
             "mirrored": tf.distribute.MirroredStrategy,
@@ -99,7 +112,8 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
         if not os.environ.get("TF_CONFIG"):
             logging.getLogger("zoo.train").warning(
                 "warning: --strategy multiworker without TF_CONFIG runs as a single worker; set "
-                "TF_CONFIG on every worker (see the README's multi-worker section)"
+                "TF_CONFIG on every worker (see docs/training.md, several GPUs and several "
+                "machines)"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
@@ -114,7 +128,7 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
 def resolve_precision(name: str = "auto") -> str:
     """``auto``: ``mixed_float16`` on a GPU, ``float32`` otherwise. (``mixed_bfloat16`` trains
     faster on a CPU with bfloat16 instructions, but the learning-rate range test can pick badly
-    under it on narrow models: the README's Benchmarks section.)"""
+    under it on narrow models: docs/benchmarks.md.)"""
     if name == "auto":
         return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
     return name
@@ -130,10 +144,26 @@ def resolve_jit_compile(value: str | bool = "auto") -> bool:
 
 
 def resolve_runtime(
-    strategy: str = "auto", precision: str = "auto", deterministic: bool = False
+    strategy: str = "auto",
+    precision: str = "auto",
+    deterministic: bool = False,
+    jit_compile: str | bool = "auto",
 ) -> Runtime:
-    """The runtime for a `TrainConfig`'s ``strategy``, ``precision`` and ``deterministic``."""
-    return Runtime(resolve_strategy(strategy), resolve_precision(precision), deterministic)
+    """The runtime for a `TrainConfig`'s ``strategy``, ``precision``, ``deterministic`` and
+    ``jit_compile``."""
+    return Runtime(
+        resolve_strategy(strategy),
+        resolve_precision(precision),
+        deterministic,
+        resolve_jit_compile(jit_compile),
+    )
+
+
+def resolve_runtime_for(config: Any) -> Runtime:
+    """`resolve_runtime` of a `TrainConfig`'s fields."""
+    return resolve_runtime(
+        config.strategy, config.precision, config.deterministic, config.jit_compile
+    )
 
 
 @contextlib.contextmanager

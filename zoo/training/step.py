@@ -16,7 +16,6 @@ import tensorflow as tf
 
 from zoo.config import TrainConfig
 from zoo.training.optim import Optimisation
-from zoo.training.runtime import resolve_jit_compile
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -25,8 +24,7 @@ class Steps:
     """The compiled functions of one model, optimisation and strategy.
 
     Attributes:
-        jit_compile: Whether the replica steps are compiled with XLA (``config.jit_compile``
-            resolved for the devices at hand).
+        jit_compile: Whether the replica steps are compiled with XLA (the runtime's).
         train_function: ``(iterator, steps) -> sums``: ``steps`` (an int32 scalar) training
             steps over a distributed iterator in one call; traced once.
         eval_function: ``(iterator, steps) -> sums`` over ``steps`` evaluation batches.
@@ -41,6 +39,8 @@ class Steps:
         config: TrainConfig,
         strategy: tf.distribute.Strategy,
         classes: int,
+        *,
+        jit_compile: bool = False,
     ) -> None:
         self.model, self.optimisation, self.config = model, optimisation, config
         self.strategy, self.classes = strategy, classes
@@ -49,7 +49,7 @@ class Steps:
             for layer in model.layers
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
         ]
-        jit = self.jit_compile = resolve_jit_compile(config.jit_compile)
+        jit = self.jit_compile = jit_compile
         self._train_replica = tf.function(self.replica_train_step, jit_compile=jit)
         self._eval_replica = tf.function(self.replica_eval_step, jit_compile=jit)
         self.train_function = tf.function(self._loop(self._train_replica))

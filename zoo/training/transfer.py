@@ -7,10 +7,10 @@ from pathlib import Path
 
 import keras
 
-from zoo.cli import one_line
+from pipelines.cli import one_line
 from zoo.config import TrainConfig
-from zoo.registry import check_keras_file
 from zoo.training.rundir import DATA, RunDirectory
+from zoo.weights import check_keras_file
 
 
 def source_model(source: str) -> keras.Model:
