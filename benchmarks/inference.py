@@ -28,7 +28,6 @@ Run alone: ``python -m benchmarks.inference [--smoke] [--suite cpu|gpu]``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -239,7 +238,7 @@ def thread_settings(session: Any) -> dict[str, Any]:
 def run(ctx: harness.Context) -> Section:
     import tensorflow as tf
 
-    from zoo.export import CROP_FRACTION, model_output
+    from zoo.export import CROP_FRACTION, model_output, read_metadata
 
     section = Section("inference", "Inference: latency and throughput of the exported model")
     name, width, size = _setup(ctx)
@@ -300,7 +299,7 @@ def run(ctx: harness.Context) -> Section:
         batch=BATCH,
     )
 
-    metadata = json.loads((target / "metadata.json").read_text())
+    metadata = read_metadata(target)
     threads = thread_settings(session)
     speedup = lat[SAVED]["p50_ms"] / lat[ORT]["p50_ms"]
     section.data = {

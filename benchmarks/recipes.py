@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import zoo
+from zoo.training.rundir import CHECKS, METRICS, RunDirectory
 
 # Width multipliers that keep a model's 15 digit epochs within a few minutes on 2 CPU cores.
 WIDTHS = {
@@ -65,11 +66,9 @@ def train(model: str, root: Path) -> dict:
     if done.returncode != 0:
         row["error"] = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         return row
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    checks = json.loads((run_dir / "checks.json").read_text())
-    history = (run_dir / "history.csv").read_text().splitlines()
-    header = history[0].split(",")
-    last = dict(zip(header, history[-1].split(","), strict=True))
+    run = RunDirectory.open(run_dir)
+    metrics, checks = run.read_json(METRICS), run.read_json(CHECKS)
+    last = run.read_history()[-1]
     row.update(
         val_accuracy=round(metrics["val_accuracy"], 4),
         test_accuracy=round(metrics["test_accuracy"], 4),

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pipelines.cli import add_verbose_flag, start_tensorflow
+from pipelines.cli import EXIT_BAD_INPUT, add_verbose_flag, start_tensorflow
 
 # The layout `pipelines.load("folder:...")` reads: our split name -> folder name.
 FOLDERS = {"train": "train", "validation": "val", "test": "test"}
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ValueError, OSError, pipelines.DataUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(
         f"wrote {sum(written.values())} images to {args.folder} "
         f"({', '.join(f'{k} {v}' for k, v in written.items())})"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import build_once
 from PIL import Image
-from scripts import CHILD_TIMEOUT
+from scripts import CHILD_TIMEOUT, run_module
 
 import zoo
 from zoo.config import RunOptions, TrainConfig
@@ -220,3 +220,30 @@ def test_keras_file_needs_normalisation(tmp_path):
     model.save(tmp_path / "m.keras")
     with pytest.raises(ValueError, match="carries no normalisation"):
         load_source(tmp_path / "m.keras")
+
+
+# A .keras file of every family exports in a process that has not imported zoo's models -------
+
+NORMALISATION = ["--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"]
+
+
+def _export_keras_file_in_a_fresh_process(model: str, tmp_path) -> None:
+    """``zoo.create_model(model).save("m.keras")`` here, ``python -m zoo.export m.keras`` in a
+    new process (which imports no model module before it reads the file)."""
+    path = tmp_path / f"{model}.keras"
+    zoo.create_model(model, input_shape=(32, 32, 3), classes=10, width=0.125).save(path)
+    done = run_module("zoo.export", str(path), *NORMALISATION, "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    [metadata] = (tmp_path / "out").glob("*/1/metadata.json")
+    assert json.loads(metadata.read_text())["class_names"] == [str(i) for i in range(10)]
+
+
+def test_a_cifar_resnets_keras_file_exports_in_a_fresh_process(tmp_path):
+    """resnet20's ``ZeroPadShortcut`` is the zoo's own layer: the export registers it."""
+    _export_keras_file_in_a_fresh_process("resnet20", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", zoo.list_models())
+def test_every_models_keras_file_exports_in_a_fresh_process(model, tmp_path):
+    _export_keras_file_in_a_fresh_process(model, tmp_path)

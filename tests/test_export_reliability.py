@@ -408,3 +408,14 @@ def test_a_killed_exports_temporary_folder_is_removed_but_not_a_live_one(keras_f
         assert leftovers(folder) == [".tmp-live", "1"]
     finally:
         os.close(fd)
+
+
+def test_predict_help_says_files_are_checked_unless_no_verify_is_given(capsys):
+    """``--no-verify``'s help shows no "(default: True)" (the default of ``dest=verify``, which
+    reads as if checking were skipped by default) and says checking is the default."""
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    entry = text[text.index("--no-verify skip") :][:200]
+    assert "checked unless this is given" in entry and "default: True" not in entry

@@ -353,3 +353,32 @@ def test_training_and_evaluation_on_one_to_four_replicas():
     assert all(0.0 <= float(v) <= 1.0 for fit_values in fits for v in fit_values)
     # Re-estimated batch-norm statistics are pooled: every replica's copy is the same.
     assert len(spreads) == 4 and max(spreads) < 1e-6
+
+
+def test_patience_counts_strict_improvements_over_the_whole_history():
+    """``--early-stopping``'s rule (`zoo.monitor.Monitor`), fed values: a tie is no improvement
+    (as Keras's ``EarlyStopping``) though it is the later best epoch for best/; NaN never
+    improves; and the engine's callback counts over the kept history (a resumed run)."""
+    from types import SimpleNamespace
+
+    from zoo.monitor import Monitor
+    from zoo.training.callbacks import PatienceStop
+
+    rule = Monitor("val_accuracy")
+    flat = [0.90, 0.95, 0.95, 0.95]
+    assert rule.last_improvement(flat) == 2
+    assert rule.best([{"val_accuracy": v, "epoch": i} for i, v in enumerate(flat, 1)])["epoch"] == 4
+    assert Monitor("val_loss").last_improvement([1.0, float("nan"), 0.5, 0.5]) == 3
+    assert rule.last_improvement([float("nan")] * 3) == 1
+    stopper = PatienceStop(rule, patience=2)
+    said: list[str] = []
+    trainer = SimpleNamespace(
+        rows=[{"val_accuracy": v} for v in flat], model=SimpleNamespace(stop_training=False),
+        say=said.append,
+    )  # fmt: skip
+    stopper.trainer = trainer
+    stopper.on_epoch_end(3)  # the fourth epoch, two after the last improvement
+    assert trainer.model.stop_training and said == ["Epoch 4: early stopping"]
+    trainer.rows, trainer.model.stop_training = trainer.rows[:3], False
+    stopper.on_epoch_end(2)
+    assert not trainer.model.stop_training

@@ -41,6 +41,9 @@ def test_merge_replaces_fixes_and_drops():
         ({"learning_rate": {"type": "float", "min": 1, "max": 0.1}}, "min 1 must be below max"),
         ({"optimizer": {"type": "choice", "values": []}}, "non-empty list"),
         ({"model": {"type": "choice", "values": ["resnet5"]}}, "Unknown model 'resnet5'"),
+        ({"monitor": "val_loss"}, "'monitor' is set by --objective"),
+        ({"mode": {"type": "choice", "values": ["min"]}}, "'mode' follows --objective"),
+        ({"epochs": 5}, "'epochs' is set by --epochs-per-trial"),
     ],
 )
 def test_bad_spaces_name_the_entry(entry, message):

@@ -6,6 +6,8 @@ keras.applications' model fed its own ``preprocess_input``, to 1e-4."""
 
 import json
 import os
+import sys
+import types
 
 import h5py
 import keras
@@ -265,12 +267,31 @@ def test_torchvision_files_of_the_wrong_model_or_format_are_named(tmp_path):
         zoo.create_model("resnet18", weights=str(garbage))
 
 
-def test_offline_torchvision_names_the_file_and_a_pth_without_pytorch_says_so(tmp_path):
+def test_offline_torchvision_names_the_file_and_a_pth_without_pytorch_says_so(
+    tmp_path, monkeypatch
+):
     spec = pretrained.pretrained("resnet18", "torchvision")
+    fetched = []
+    real_get_file = keras.utils.get_file
+
+    def get_file(*args, **kwargs):
+        fetched.append(args[0])
+        return real_get_file(*args, **kwargs)
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    # Without PyTorch: said before anything is downloaded (the .pth could not be read).
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ValueError, match=r"needs PyTorch .*nothing was downloaded"):
+        zoo.create_model("resnet18", weights="torchvision")
+    assert fetched == []
+    # With PyTorch (a stand-in: the download fails first here, offline): the file is named.
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
     cached = os.path.join(os.path.expanduser("~"), ".keras", "models", spec.file)
     if not os.path.exists(cached):
         with pytest.raises(FileNotFoundError, match=spec.file):
             zoo.create_model("resnet18", weights="torchvision")
+        assert fetched == [spec.file]
+    monkeypatch.delitem(sys.modules, "torch")
     pth = tmp_path / "resnet18.pth"
     pth.write_bytes(b"not a pickle")
     with pytest.raises(ValueError, match="PyTorch"):  # needs it, or it cannot load this

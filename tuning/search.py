@@ -40,17 +40,23 @@ from typing import Any
 import keras_tuner
 
 from tuning import space as spaces
-from zoo.cli import HelpFormatter, add_dataclass_flags, add_verbose_flag
+from zoo.cli import (
+    EXIT_BAD_INPUT,
+    HelpFormatter,
+    add_dataclass_flags,
+    add_verbose_flag,
+    one_line,
+)
 from zoo.config import RunOptions, TrainConfig
 from zoo.files import atomic_write_bytes, atomic_write_text
 from zoo.monitor import MONITORS, Monitor
+from zoo.training.rundir import TENSORBOARD
 
-EXIT_BAD_INPUT = 2
 STAGES = ("coarse", "fine")
 ALGORITHMS = ("random", "bayesian")
 # Fields a search decides itself (a trial's best epoch is chosen by --objective), or that make
-# no sense per trial.
-NOT_PASSED_THROUGH = frozenset({"epochs", "init_from", "monitor", "mode"})
+# no sense per trial: no flag, and no entry of a space.
+NOT_PASSED_THROUGH = frozenset(spaces.DECIDED_BY_THE_SEARCH)
 
 
 def role() -> str:
@@ -129,8 +135,6 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
             reason = f"{type(err).__name__}: {err}"
             self._record(trial.trial_id, start, reason)
             raise keras_tuner.errors.FailedTrialError(reason) from None
-        self._record(trial.trial_id, start, None)
-        write_hparams(run_dir, trial.hyperparameters.values, trial.trial_id)
         # The trial's figures at the engine's best epoch by the objective: what best/ holds.
         epoch = trainer.metrics["best_epoch"]
         best = next(r for r in trainer.rows if int(r["epoch"]) == epoch)
@@ -139,6 +143,8 @@ class ZooTuner(keras_tuner.engine.base_tuner.BaseTuner):
             reason = f"no epoch has a finite {self.rule.name}"
             self._record(trial.trial_id, start, reason)
             raise keras_tuner.errors.FailedTrialError(reason)
+        self._record(trial.trial_id, start, None)
+        write_hparams(run_dir, trial.hyperparameters.values, trial.trial_id)
         return figures
 
     def _record(self, trial_id: str, start: float, reason: str | None) -> None:
@@ -213,7 +219,7 @@ def write_hparams(run_dir: Path, values: dict[str, Any], trial_id: str) -> None:
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp_api
 
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
+    writer = tf.summary.create_file_writer(str(run_dir / TENSORBOARD))
     with writer.as_default():
         hp_api.hparams(values, trial_id=trial_id)
     writer.close()
@@ -329,10 +335,11 @@ def completed(tuner: ZooTuner) -> list:
 
 def search(args: SearchArgs) -> dict[str, Any]:
     """Run the stages asked for; return the summary (also printed and written)."""
-    from zoo.training import resolve_runtime_for
+    from zoo.training import resolve_runtime
 
     base = args.base
-    runtime = resolve_runtime_for(base)
+    # XLA left to each trial (a space may search jit_compile); the rest fixed for all trials
+    runtime = resolve_runtime(base.strategy, base.precision, base.deterministic)
     space = spaces.merge(spaces.default_space(base.model), args.space)
     root = Path(args.directory) / args.project
     if args.overwrite and root.exists():
@@ -656,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = search(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}".splitlines()[0], file=sys.stderr)
+        print(f"error: {one_line(err, 1000)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     root = Path(args.directory) / args.project
     if not summary:  # a worker of a distributed search: the chief reports

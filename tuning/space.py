@@ -64,6 +64,15 @@ def default_space(model: str) -> dict[str, Any]:
     return space
 
 
+# TrainConfig fields a search sets itself for every trial, and why they cannot be searched.
+DECIDED_BY_THE_SEARCH = {
+    "epochs": "is set by --epochs-per-trial and --fine-epochs",
+    "monitor": "is set by --objective (each trial's best epoch is the objective's best)",
+    "mode": "follows --objective (losses are minimised)",
+    "init_from": "is not searched: every trial starts from the model's own initialisation",
+}
+
+
 def load_space(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a ``--space`` JSON file (a mapping of field names to specs)."""
     try:
@@ -101,6 +110,8 @@ def validate(space: Mapping[str, Any]) -> dict[str, Any]:
     for name, spec in space.items():
         if name not in fields:
             raise ValueError(f"search space: {name!r} is not a TrainConfig field.")
+        if name in DECIDED_BY_THE_SEARCH:
+            raise ValueError(f"search space: {name!r} {DECIDED_BY_THE_SEARCH[name]}.")
         if not isinstance(spec, dict):
             spec = {"type": "fixed", "value": spec}
         kind = spec.get("type")

@@ -81,7 +81,8 @@ def link_new_text(path: str | os.PathLike[str], text: str) -> bool:
 
 
 class FileLock:
-    """An exclusive ``flock`` on the file ``path`` (made if missing, with its folder).
+    """An exclusive ``flock`` on the file ``path`` (made if missing; its folder too with
+    ``make_folder``, else a missing folder is an error).
 
     ``acquire()`` waits; ``acquire(blocking=False)`` returns False at once when another holds
     it. ``note`` is written into the file while held (e.g. ``pid 12 on host``), for the error
@@ -89,8 +90,9 @@ class FileLock:
     export removes what it made): the lock taken must be that of the file the path names now,
     so a lock on a removed file is dropped and taken again. As a context manager it waits."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, make_folder: bool = False) -> None:
         self.path = Path(path)
+        self.make_folder = make_folder
         self._fd: int | None = None
 
     @property
@@ -102,7 +104,8 @@ class FileLock:
             return True
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         while True:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.make_folder:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
             try:
                 fcntl.flock(fd, flags)
@@ -132,17 +135,13 @@ class FileLock:
         except OSError:
             return "another process"
 
-    def release(self, *, remove: bool = False) -> None:
-        """Let go (the note is cleared); ``remove`` also deletes the file first, while still
-        holding it, so that no one takes a lock on a name about to disappear."""
+    def release(self) -> None:
+        """Let go (the note is cleared)."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
-            if remove:
-                self.path.unlink(missing_ok=True)
-            else:
-                os.ftruncate(fd, 0)
+            os.ftruncate(fd, 0)
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 

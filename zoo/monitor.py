@@ -4,10 +4,11 @@ metrics, early stopping and the tuner's ranking of a trial.
 - The monitored name is an epoch metric (`MONITORS`); ``mode`` ``auto`` is ``min`` for a loss
   and ``max`` otherwise.
 - A value that is not finite (NaN, infinity) is never best.
-- A tie goes to the later epoch: on a small validation set accuracy often ties, and the later
-  weights have trained longer (on the default digits run, 180 validation images, epochs 7 and
-  14 both scored 0.978). Early stopping counts epochs since that best epoch, so a tie resets
-  its patience too.
+- For the best epoch (`better`, `best`), a tie goes to the later epoch: on a small validation
+  set accuracy often ties, and the later weights have trained longer (on the default digits
+  run, 180 validation images, epochs 7 and 14 both scored 0.978).
+- For patience (`improved`, `last_improvement`: early stopping), only a strict improvement
+  counts, as in Keras's ``EarlyStopping``: a metric that stays flat is not progress.
 - Trials (`rank`) are ordered best first with non-finite values last; equal trials keep their
   order (the earlier trial first).
 """
@@ -64,6 +65,25 @@ class Monitor:
             if self.better(value, best_value):
                 best_row, best_value = row, value
         return best_row
+
+    def improved(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` is strictly better than ``than`` (None: nothing yet); not finite:
+        never."""
+        value = float(value)
+        if not math.isfinite(value):
+            return False
+        if than is None:
+            return True
+        return value > than if self.direction == "max" else value < than
+
+    def last_improvement(self, values: Iterable[float]) -> int:
+        """The 1-based epoch of the last strict improvement among per-epoch ``values`` (1 when
+        none is finite: patience counts from the first epoch, as Keras's does)."""
+        last, reference = 1, None
+        for epoch, value in enumerate(values, start=1):
+            if self.improved(value, reference):
+                last, reference = epoch, float(value)
+        return last
 
     def rank(self, items: Sequence[T], value: Callable[[T], float]) -> list[T]:
         """``items`` best first by ``value``; non-finite values last; ties keep their order."""

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from zoo.cli import add_verbose_flag, one_line, start_tensorflow
+from zoo.cli import EXIT_BAD_INPUT, add_verbose_flag, one_line, start_tensorflow
 from zoo.export.metadata import (
     METADATA_FILE,
     ONNX_FILE,
@@ -181,11 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="tf",
         help="run the SavedModel (tf) or model.onnx in ONNX Runtime (onnx)",
     )
+    parser.set_defaults(verify=True)  # before --no-verify, whose help then shows no default
     parser.add_argument(
         "--no-verify",
         dest="verify",
         action="store_false",
-        help="skip checking the export's files against the sha256 sums in its metadata.json",
+        default=argparse.SUPPRESS,  # not "(default: True)", which reads as if skipped by default
+        help="skip checking the export's files against the sha256 sums in its metadata.json "
+        "(checked unless this is given)",
     )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -200,10 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         classifier = Classifier(folder, metadata, args.backend)
     except (FileNotFoundError, DamagedExportError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except OSError as err:
         print(f"error: cannot read {err.filename or args.export}: {err.strerror}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     names = metadata["class_names"]
     failed = 0
     for image in args.images:

@@ -21,7 +21,6 @@ from typing import Any
 import keras
 
 from zoo import weights as zoo_weights
-from zoo.weights import check_keras_file as check_keras_file  # re-exported: callers import it here
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

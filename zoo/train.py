@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zoo.cli import (
+    EXIT_BAD_INPUT,
     HelpFormatter,
     add_dataclass_flags,
     add_verbose_flag,
@@ -32,7 +33,6 @@ from zoo.cli import (
 )
 from zoo.config import RunOptions, TrainConfig
 
-EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 RESUMABLE = frozenset({"epochs"})  # experiment fields that --resume may change
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from zoo.export.errors import ExportError
+
 if TYPE_CHECKING:
     from zoo.export.cli import error_line, export_finished_run, main
     from zoo.export.metadata import DamagedExportError, file_sha256, read_metadata
@@ -29,10 +31,6 @@ if TYPE_CHECKING:
     from zoo.export.source import Source, check_channels, load_source
     from zoo.export.store import LOCK_NAME, check_name, claim_version, next_version, versions
     from zoo.export.writer import export
-
-
-class ExportError(RuntimeError):
-    """The export failed a check; nothing was written in place."""
 
 
 # Public name -> the module that defines it (imported on first use).

@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo.cli import add_verbose_flag, os_error_line
-from zoo.export import ExportError
+from zoo.cli import EXIT_BAD_INPUT, add_verbose_flag, os_error_line
+from zoo.export.errors import ExportError
 from zoo.export.metadata import read_metadata
 from zoo.export.onnx import DEFAULT_OPSET, check_opset
 from zoo.export.source import check_channels, load_source
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         reading = f"cannot read {err.filename}: {err.strerror}" if _is_os(err) else str(err)
         print(f"error: {reading}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:
         target = export(
             source,
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (ValueError, ExportError, OSError) as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     parity = read_metadata(target)["parity"]
     line = f"exported {target}"
     if "onnx_vs_savedmodel_max_abs_diff" in parity:

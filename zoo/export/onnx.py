@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zoo.cli import one_line
-from zoo.export import ExportError
+from zoo.export.errors import ExportError
 
 if TYPE_CHECKING:
     from zoo.export.serving import ServingModule

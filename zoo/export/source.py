@@ -15,6 +15,7 @@ import keras
 
 from zoo.cli import one_line
 from zoo.training.rundir import CONFIG, DATA, METRICS, RunDirectory
+from zoo.weights import load_keras_file
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _load_keras(path: Path) -> keras.Model:
         reason = "not a zip archive"
     else:
         try:
-            return keras.saving.load_model(path, compile=False)
+            return load_keras_file(path)  # the zoo's layers registered first
         except Exception as err:  # Keras raises many kinds for a bad archive
             reason = one_line(err, 300, typed=True)
     raise ValueError(
@@ -124,7 +125,7 @@ def _load_keras(path: Path) -> keras.Model:
 def _load_run(path: Path, checkpoint: str) -> Source:
     """A run directory's model, its data description and results."""
     run = RunDirectory(path)
-    if not run.file(CONFIG).is_file() or not run.file(DATA).is_file():
+    if not RunDirectory.is_run(path) or not run.file(DATA).is_file():
         raise FileNotFoundError(f"{path} is not a run directory ({CONFIG}, {DATA}).")
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}.")

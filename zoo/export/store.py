@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from zoo.export import ExportError
+from zoo.export.errors import ExportError
 from zoo.export.metadata import write_metadata
 from zoo.files import FileLock, lock_is_free
 
@@ -59,7 +59,7 @@ def name_lock(folder: Path) -> FileLock:
     """The lock of the name folder ``folder`` (made if missing when taken): claims of versions,
     the removal of leftovers and of a failed export's folder run under it. A failed export may
     remove the folder (under this lock); `FileLock` then takes the lock of the new file."""
-    return FileLock(folder / LOCK_NAME)
+    return FileLock(folder / LOCK_NAME, make_folder=True)
 
 
 def start_version(folder: Path) -> tuple[Path, FileLock]:

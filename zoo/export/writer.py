@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from pipelines.resize import CROP_FRACTION, resize_and_center_crop
 from zoo.cli import one_line
-from zoo.export import ExportError
+from zoo.export.errors import ExportError
 from zoo.export.metadata import ONNX_FILE, build_metadata, sha256_sums
 from zoo.export.onnx import DEFAULT_OPSET, check_opset, write_and_check
 from zoo.export.serving import ServingModule, model_output

@@ -3,9 +3,10 @@
 Each speaks the `keras.callbacks.Callback` protocol and gets the training as ``self.trainer``
 (set before ``on_train_begin``): what it may use of it is `TrainingView`, not the whole
 `Trainer`.
-The loop calls them in this order at the end of an epoch: history, checkpoint, best weights,
-TensorBoard, console, then the user's callbacks (``EarlyStopping``, ``CSVLogger``, KerasTuner's,
-...), which see the same logs Keras's ``fit`` gives: ``loss``, ``accuracy``, ``top5``,
+The loop calls them in this order at the end of an epoch: the update ratios and gradient probe,
+history, checkpoint, best weights, the babysitting checks, TensorBoard, console, early stopping
+(`PatienceStop`), then the user's callbacks (``CSVLogger``, KerasTuner's, ...), which see the
+same logs Keras's ``fit`` gives: ``loss``, ``accuracy``, ``top5``,
 ``val_loss``, ``val_accuracy``, ``val_top5``, ``learning_rate``.
 """
 
@@ -18,21 +19,23 @@ import sys
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import zoo
-from zoo.config import RunOptions, TrainConfig
 from zoo.files import atomic_write_bytes
 from zoo.monitor import Monitor
 from zoo.training import rundir
-from zoo.training.data import TrainData
-from zoo.training.optim import Optimisation
-from zoo.training.rundir import RunCheckpoints, RunDirectory
-from zoo.training.step import Steps
+
+if TYPE_CHECKING:  # the view's types; nothing here runs them
+    from zoo.config import RunOptions, TrainConfig
+    from zoo.training.data import TrainData
+    from zoo.training.optim import Optimisation
+    from zoo.training.rundir import RunCheckpoints, RunDirectory
+    from zoo.training.step import Steps
 
 logger = logging.getLogger("zoo.train")
 
@@ -47,7 +50,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
-@runtime_checkable
 class TrainingView(Protocol):
     """What the engine's callbacks may use of the training that runs them (`Trainer` is one).
 
@@ -148,24 +150,22 @@ class BestCheckpoint(EngineCallback):
             self.trainer.checkpoints.save_best(epoch + 1)
 
 
-class EarlyStopping(EngineCallback):
-    """Stops training once ``patience`` epochs have passed since the best epoch (`best`'s, so
-    by the same rule as ``best/``; on resume it counts from the kept history, where Keras's
-    ``EarlyStopping`` would start its count again)."""
+class PatienceStop(EngineCallback):
+    """``--early-stopping``: stops training once ``patience`` epochs have passed without a
+    strict improvement of the monitored metric (`zoo.monitor.Monitor.last_improvement`, as
+    Keras's ``EarlyStopping``), counted over the run's whole history, so a resumed run stops
+    where an uninterrupted one would (Keras's would start its count again)."""
 
-    def __init__(self, best: BestCheckpoint, patience: int) -> None:
+    def __init__(self, rule: Monitor, patience: int) -> None:
         super().__init__()
-        self.best, self.patience = best, patience
+        self.rule, self.patience = rule, patience
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        since = epoch + 1 - (self.best.best_epoch or 0)
-        if since >= self.patience:
-            trainer = self.trainer
+        trainer = self.trainer
+        values = [float(row[self.rule.name]) for row in trainer.rows]  # this epoch's included
+        if len(values) - self.rule.last_improvement(values) >= self.patience:
             trainer.model.stop_training = True
-            trainer.say(
-                f"early stopping: {self.best.rule.name} has not improved for {since} epoch(s) "
-                f"since epoch {self.best.best_epoch or '-'} (--early-stopping {self.patience})"
-            )
+            trainer.say(f"Epoch {epoch + 1}: early stopping")  # Keras's own line
 
 
 class NaNGuard(EngineCallback):

@@ -48,8 +48,9 @@ class Trainer:
     Args:
         config: The experiment.
         options: How this invocation runs it (run directory, reporting, steps per call).
-        runtime: Strategy, precision and determinism, resolved by the caller once per process
-            (`resolve_runtime`); by default resolved from ``config``.
+        runtime: Strategy, precision, determinism and XLA, resolved by the caller once per
+            process (`resolve_runtime`; XLA may be left to ``config``); by default resolved from
+            ``config`` (`resolve_runtime_for`).
         callbacks: Keras callbacks, called after the engine's own with the same logs as Keras's
             ``fit``; ``model.stop_training = True`` ends training after the epoch.
 
@@ -252,7 +253,7 @@ class Trainer:
             cfg,
             self.strategy,
             self.data.classes,
-            jit_compile=self.runtime.jit_compile,
+            jit_compile=self.runtime.xla(cfg),
         )
 
     def check_same_classes(self, saved: Sequence[str]) -> None:
@@ -432,7 +433,7 @@ class Trainer:
             cb.ConsoleLogger(ratios, self.options.log_every),
         ]
         if self.config.early_stopping:
-            engine.append(cb.EarlyStopping(self.best, self.config.early_stopping))
+            engine.append(cb.PatienceStop(self.config.best_rule, self.config.early_stopping))
         for callback in engine:
             callback.trainer = self
         self.update_ratios = ratios

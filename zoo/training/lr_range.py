@@ -236,7 +236,7 @@ def lr_find(
         data.load_stats(None)
         model, optimisation = _build(config, data, runtime, start_lr, end_lr, steps)
         engine = Steps(
-            model, optimisation, config, strategy, data.classes, jit_compile=runtime.jit_compile
+            model, optimisation, config, strategy, data.classes, jit_compile=runtime.xla(config)
         )
         if verbose:
             params = sum(int(np.prod(v.shape)) for v in optimisation.variables)

@@ -25,19 +25,21 @@ def build_model(
     strategy: tf.distribute.Strategy | None = None,
     load_weights: bool = True,
 ) -> keras.Model:
-    """``config``'s model for ``input_shape`` and ``classes``, initialised from ``config.seed``
-    under ``precision`` (in ``strategy``'s scope when given).
+    """``config``'s model for ``input_shape`` and ``classes`` under ``precision`` (in
+    ``strategy``'s scope when given).
 
-    ``load_weights`` loads ``config.weights`` (a new run); without it the model only takes the
-    architecture those weights imply (keras.applications' ResNets: ``stride_in_1x1``), for a
-    checkpoint of the run to fill, which also works once the weights file is gone. Python's and
-    NumPy's random generators are put back afterwards."""
-    saved = random.getstate(), np.random.get_state()
-    keras.utils.set_random_seed(config.seed)
+    ``load_weights`` (a new run): initialised from ``config.seed`` and loaded with
+    ``config.weights``; Python's and NumPy's random generators are put back afterwards. Without
+    it the model only takes the architecture those weights imply (keras.applications' ResNets:
+    ``stride_in_1x1``) for a checkpoint of the run to fill, which also works once the weights
+    file is gone; no seed is set."""
     if load_weights:
         options: dict = {"weights": config.weights}
-    else:
+        saved = random.getstate(), np.random.get_state()
+        keras.utils.set_random_seed(config.seed)
+    else:  # a checkpoint's weights follow: the caller's seeds are left alone
         options = zoo_weights.architecture_options(config.model, config.weights)
+        saved = None
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     try:
         with scope, dtype_policy(precision):
@@ -50,5 +52,6 @@ def build_model(
                 **options,
             )
     finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])

@@ -47,6 +47,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pipelines.cli import one_line
 from pipelines.stats import STATS_FILE
 from zoo.config import TrainConfig, read_json_file
 from zoo.files import FileLock, atomic_write_text, link_new_text
@@ -253,7 +254,7 @@ class RunDirectory:
                     status.expect_partial()
                 status.assert_existing_objects_matched()
             except Exception as err:  # a truncated data file raises IndexError, not OpError
-                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                reason = one_line(err, 200, typed=True)
                 skipped.append(prefix)
                 logger.warning("skipped checkpoint %s: it does not restore (%s)", prefix, reason)
                 continue
@@ -270,7 +271,16 @@ class RunDirectory:
     @staticmethod
     def checkpoint_number(prefix: str) -> int:
         """The epoch a checkpoint prefix names (``.../best/best-7`` -> 7)."""
-        return int(Path(prefix).name.rsplit("-", 1)[1])
+        match = _CHECKPOINT.match(Path(prefix).name + ".index")
+        if match is None:
+            raise ValueError(f"{prefix} is not a checkpoint of a run.")
+        return int(match.group(2))
+
+    def restore_weights(self, model: keras.Model, kind: str = BEST) -> str:
+        """``model``'s weights alone from the newest good checkpoint of ``kind`` (what else
+        the checkpoint holds is left); its prefix. Raises `NoCheckpointError` when none is
+        good."""
+        return self.restore(tf.train.Checkpoint(model=model), kind, partial=True)
 
     def discard(self, *, unfinished: bool = False) -> None:
         """Remove a run that has nothing worth keeping: the folder if this process made it,
@@ -317,13 +327,12 @@ class RunDirectory:
         if which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', got {which!r}.")
         model = self.build_model(precision)
-        checkpoint = tf.train.Checkpoint(model=model)
         if which == "best":
             try:
-                return model, self.restore(checkpoint, BEST, partial=True)
+                return model, self.restore_weights(model, BEST)
             except NoCheckpointError as err:
                 logger.warning("%s; using the last checkpoint instead", err)
-        return model, self.restore(checkpoint, LAST, partial=True)
+        return model, self.restore_weights(model, LAST)
 
 
 class RunCheckpoints:
@@ -387,7 +396,7 @@ class RunCheckpoints:
         None when there is no best checkpoint."""
         if not self.run.checkpoints(BEST):
             return None
-        return self.run.restore(tf.train.Checkpoint(model=self.model), BEST, partial=True)
+        return self.run.restore_weights(self.model, BEST)
 
 
 def load_model(

@@ -34,7 +34,7 @@ class Runtime:
     strategy: tf.distribute.Strategy
     precision: str = "float32"
     deterministic: bool = False
-    jit_compile: bool = False
+    jit_compile: bool | None = None  # None: each config's own jit_compile (`xla`)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -74,8 +74,10 @@ class Runtime:
             )
         if config.deterministic and not self.deterministic:
             raise ValueError("the config asks for deterministic ops but the runtime is not.")
-        if config.jit_compile != AUTO and resolve_jit_compile(config.jit_compile) != (
-            self.jit_compile
+        if (
+            self.jit_compile is not None
+            and config.jit_compile != AUTO
+            and resolve_jit_compile(config.jit_compile) != self.jit_compile
         ):
             raise ValueError(
                 f"the config asks for --jit-compile {config.jit_compile} but the runtime has XLA "
@@ -91,6 +93,13 @@ class Runtime:
                 f"the config asks for the {config.strategy} strategy but the runtime has a "
                 f"{type(self.strategy).__name__}."
             )
+
+    def xla(self, config: Any) -> bool:
+        """Whether ``config``'s steps are compiled with XLA: the runtime's choice, or the
+        config's ``jit_compile`` resolved for the devices at hand when the runtime leaves it."""
+        if self.jit_compile is not None:
+            return self.jit_compile
+        return resolve_jit_compile(config.jit_compile)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -147,15 +156,15 @@ def resolve_runtime(
     strategy: str = "auto",
     precision: str = "auto",
     deterministic: bool = False,
-    jit_compile: str | bool = "auto",
+    jit_compile: str | bool | None = None,
 ) -> Runtime:
     """The runtime for a `TrainConfig`'s ``strategy``, ``precision``, ``deterministic`` and
-    ``jit_compile``."""
+    ``jit_compile`` (None: left to each config, as for a tuner's trials)."""
     return Runtime(
         resolve_strategy(strategy),
         resolve_precision(precision),
         deterministic,
-        resolve_jit_compile(jit_compile),
+        None if jit_compile is None else resolve_jit_compile(jit_compile),
     )
 
 

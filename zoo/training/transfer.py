@@ -10,7 +10,7 @@ import keras
 from pipelines.cli import one_line
 from zoo.config import TrainConfig
 from zoo.training.rundir import DATA, RunDirectory
-from zoo.weights import check_keras_file
+from zoo.weights import load_keras_file
 
 
 def source_model(source: str) -> keras.Model:
@@ -20,9 +20,8 @@ def source_model(source: str) -> keras.Model:
         model, _ = RunDirectory.open(path).load_model("best")
         return model
     if path.suffix == ".keras" and path.is_file():
-        check_keras_file(path)
         try:
-            return keras.saving.load_model(path, compile=False)
+            return load_keras_file(path)
         except (ValueError, TypeError, KeyError, OSError) as err:
             raise ValueError(
                 f"--init-from {source}: Keras cannot load it ({one_line(err)})."

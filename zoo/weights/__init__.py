@@ -34,7 +34,13 @@ from zoo.weights.keras_applications import (
     load_keras_applications,
     source_model,
 )
-from zoo.weights.loading import CONVERTERS, check_keras_file, load_weights, resolve_published
+from zoo.weights.loading import (
+    CONVERTERS,
+    check_keras_file,
+    load_keras_file,
+    load_weights,
+    resolve_published,
+)
 from zoo.weights.torchvision import (
     SAFETENSORS_DTYPES,
     TORCHVISION_URL,
@@ -70,6 +76,7 @@ __all__ = [
     "having",
     "imagenet_class_names",
     "load_keras_applications",
+    "load_keras_file",
     "load_torchvision",
     "load_weights",
     "pretrained",

@@ -113,3 +113,14 @@ def check_keras_file(path: str | os.PathLike[str]) -> None:
                     f"{name} is not an HDF5 weights file; it is damaged or another format: "
                     "save it again with model.save_weights(...)."
                 )
+
+
+def load_keras_file(path: str | os.PathLike[str]) -> keras.Model:
+    """A ``.keras`` model file (checked by `check_keras_file`), uncompiled, with the zoo's own
+    layers registered first: Keras finds a saved layer's class only once its module has run,
+    and CIFAR ResNets (``ZeroPadShortcut``), AlexNet and GoogLeNet
+    (``LocalResponseNormalization``) use the zoo's. Keras's own errors pass through."""
+    import zoo.layers  # noqa: F401  (registers the zoo's layers with Keras)
+
+    check_keras_file(path)
+    return keras.saving.load_model(path, compile=False)

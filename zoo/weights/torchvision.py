@@ -240,7 +240,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def fetch_torchvision(weights: PretrainedWeights) -> dict[str, np.ndarray]:
     """torchvision's published weights: downloaded and cached by Keras (``~/.keras/models``),
-    read with PyTorch. Offline, a `FileNotFoundError` names the file and where to put it."""
+    read with PyTorch. Without PyTorch a `ValueError` says so before anything is downloaded;
+    offline, a `FileNotFoundError` names the file and where to put it."""
+    try:
+        import torch  # noqa: F401  (checked first: a .pth is read with it)
+    except ImportError:
+        raise ValueError(
+            f"{weights.model}'s torchvision weights are a PyTorch file ({weights.file}): "
+            "reading it needs PyTorch (pip install torch); nothing was downloaded. Or convert it "
+            "to .safetensors where PyTorch is installed and pass "
+            "weights='path/to/file.safetensors'."
+        ) from None
     try:
         path = keras.utils.get_file(
             weights.file, TORCHVISION_URL + weights.file, cache_subdir="models"
