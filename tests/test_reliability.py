@@ -297,6 +297,37 @@ def test_multiworker_without_tf_config_is_warned_about():
     assert "--strategy multiworker without TF_CONFIG" in result.stderr
 
 
+ONEDNN_CHILD = """
+    import os
+    from pipelines.cli import onednn_line, start_tensorflow
+    start_tensorflow(verbose=True)  # TensorFlow's own start-up lines on stderr
+    print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+    print(onednn_line())
+"""
+
+
+@pytest.mark.parametrize(
+    ("given", "value", "line"),
+    [
+        (None, "1", "oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS=1, set by the zoo)"),
+        ("0", "0", "oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0, set by you)"),
+    ],
+    ids=["unset", "user-off"],
+)
+def test_the_commands_turn_onednn_on_unless_the_user_chose(given, value, line):
+    """A command's TensorFlow starts with its oneDNN kernels on where the user left
+    TF_ENABLE_ONEDNN_OPTS unset (TensorFlow leaves them off on some CPUs, e.g. AVX2-only AMD
+    EPYCs), and TensorFlow really runs with them; a user's own setting wins."""
+    env = child_env(drop=("TF_ENABLE_ONEDNN_OPTS",), TF_CPP_MIN_LOG_LEVEL="0")
+    if given is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = given
+    result = run_python(ONEDNN_CHILD, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-2:] == [value, line]
+    # TensorFlow's own start-up line says whether it runs them.
+    assert ("oneDNN custom operations are on" in result.stderr) is (value == "1")
+
+
 def test_first_screen_has_no_tensorflow_lines_and_names_the_devices(tmp_path):
     """Without TF_CPP_MIN_LOG_LEVEL set: stdout opens with the device line, and stderr holds
     the project's one error line and nothing of TensorFlow's (on a machine without a GPU it

@@ -17,6 +17,7 @@ from pipelines.cli import (
     QUIET_LEVEL,
     add_verbose_flag,
     one_line,
+    onednn_line,
     start_tensorflow,
     start_tensorflow_for_main,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "cli_fields",
     "device_line",
     "one_line",
+    "onednn_line",
     "os_error_line",
     "start_tensorflow",
     "start_tensorflow_for_main",

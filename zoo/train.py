@@ -28,6 +28,7 @@ from zoo.cli import (
     cli_fields,
     device_line,
     one_line,
+    onednn_line,
     os_error_line,
     start_tensorflow,
 )
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config, options, resume, epochs = parse(argv)
     verbose = build_parser().parse_args(argv).verbose
     start_tensorflow(verbose)
-    print(device_line(), flush=True)
+    print(f"{device_line()}; {onednn_line()}", flush=True)
 
     # The data stack loads once the arguments are valid.
     from pipelines import DataUnavailableError
