@@ -107,3 +107,15 @@ def test_strict_checks_raise_from_the_python_api(tmp_path):
             checked(learning_rate=1e-7),
             options=at(tmp_path / "run", strict_checks=True),
         ).fit()
+
+
+def test_slow_training_judges_two_thirds_into_a_long_enough_run():
+    """The ``slow_training`` rule, fed numbers: the old vgg19_bn run (training loss 1.277 at
+    epoch 10 of 15 on 10 classes; it ended at 0.681 test accuracy) fires it, a run that learns
+    does not, and a run too short to be past the loss_not_falling epoch is not judged."""
+    from zoo.training.callbacks import slow_check_epoch, training_too_slowly
+
+    assert slow_check_epoch(15, 1.0) == 10 and slow_check_epoch(6, 0.0) == 4
+    assert slow_check_epoch(6, 1.0) is None and slow_check_epoch(3, 0.0) is None
+    assert training_too_slowly(1.277, 10) and training_too_slowly(float("nan"), 10)
+    assert not training_too_slowly(0.4, 10) and not training_too_slowly(3.0, 1000)

@@ -193,10 +193,28 @@ class TrainingCheckFailed(RuntimeError):
 # The babysitting checks' thresholds (CS231n, "Babysitting the learning process").
 CHECK_EPOCH = 3  # loss and accuracy are judged after this many epochs past the warm-up
 LOSS_FRACTION = 0.9  # "learning": the epoch's training loss below this fraction of ln(classes)
+# "Training too slowly": two thirds into the run, the training loss still above this fraction
+# of ln(classes). vgg19_bn at width 0.5 on digits under the shared VGG-BN recipe was at 1.28
+# (0.55 x ln 10, accuracy 0.44) at epoch 10 of 15 and ended at 0.681 test accuracy; the other
+# 20 models ended at 0.885-1.0 training accuracy (the recipes table in docs/training.md).
+SLOW_FRACTION, SLOW_AT = 0.5, 2 / 3
 RATIO_LOW, RATIO_HIGH = 1e-4, 1e-2  # healthy update/weight per step: about 1e-3
 NEAR_PEAK = 0.5  # ... judged on calls whose learning rate is at least this fraction of the peak
 VANISHING = 1e-4  # the first kernel's gradient/weight below this fraction of the classifier's
 EXPLODING = 1e3  # a probed gradient norm this many times its first epoch's, or not finite
+
+
+def slow_check_epoch(total_epochs: int, warmup_epochs: float) -> int | None:
+    """The epoch the ``slow_training`` check judges: two thirds into the run, when that is
+    after the ``loss_not_falling`` check's epoch (None for runs too short to tell)."""
+    epoch = math.ceil(SLOW_AT * total_epochs)
+    return epoch if epoch > CHECK_EPOCH + math.ceil(warmup_epochs) else None
+
+
+def training_too_slowly(loss: float, classes: int) -> bool:
+    """Whether a training loss two thirds into the run says the model will not finish: above
+    `SLOW_FRACTION` of ln(classes) (or not finite)."""
+    return not loss <= SLOW_FRACTION * math.log(classes)
 
 
 def chance_threshold(classes: int) -> float:
@@ -294,6 +312,8 @@ class Babysitter(EngineCallback):
     - ``loss_not_falling``: after the warm-up and `CHECK_EPOCH` epochs, the training loss is not
       below `LOSS_FRACTION` of ln(classes);
     - ``chance_accuracy``: ... the training accuracy is at chance (`chance_threshold`);
+    - ``slow_training``: two thirds into the run (`slow_check_epoch`) the training loss is
+      still above `SLOW_FRACTION` of ln(classes) (`training_too_slowly`);
     - ``update_ratio``: an epoch's median update/weight ratio per step, at the peak learning
       rate, is outside [`RATIO_LOW`, `RATIO_HIGH`];
     - ``vanishing_gradients``: the first kernel's gradient/weight norm is below `VANISHING`
@@ -416,6 +436,20 @@ class Babysitter(EngineCallback):
                     accuracy,
                     f"after {done} epochs the training accuracy {accuracy:.3f} is at chance "
                     f"(1/{classes} = {1 / classes:.3f}; below {chance:.3f}): {cause}; {lower}.",
+                )
+        slow = slow_check_epoch(trainer.config.total_epochs, trainer.config.warmup_epochs)
+        fired = {w["check"] for w in self.warnings}
+        if done == slow and not fired & {"loss_not_falling", "chance_accuracy"}:
+            loss, limit = float(logs["loss"]), SLOW_FRACTION * math.log(classes)
+            if training_too_slowly(loss, classes):
+                self.warn(
+                    "slow_training",
+                    done,
+                    loss,
+                    f"after {done} of {trainer.config.total_epochs} epochs the training loss "
+                    f"{loss:.3f} is still above {SLOW_FRACTION:g} x ln({classes}) = {limit:.3f} "
+                    f"(training accuracy {float(logs['accuracy']):.3f}): the model learns too "
+                    f"slowly to finish; {self._cause()}; {lower}, or train longer.",
                 )
         ratio = self.ratios.at_peak
         if math.isfinite(ratio) and not RATIO_LOW <= ratio <= RATIO_HIGH:
