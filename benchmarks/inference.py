@@ -238,7 +238,8 @@ def thread_settings(session: Any) -> dict[str, Any]:
 def run(ctx: harness.Context) -> Section:
     import tensorflow as tf
 
-    from zoo.export import CROP_FRACTION, model_output, read_metadata
+    from pipelines.resize import CROP_FRACTION
+    from zoo.export import model_output, read_metadata
 
     section = Section("inference", "Inference: latency and throughput of the exported model")
     name, width, size = _setup(ctx)
