@@ -50,12 +50,17 @@ def enable_onednn() -> bool:
     return True
 
 
+def onednn_turned_off() -> bool:
+    """Whether the user turned TensorFlow's oneDNN kernels off (``TF_ENABLE_ONEDNN_OPTS=0``)."""
+    return os.environ.get(ONEDNN_VARIABLE, "").strip().lower() in ("0", "false")
+
+
 def onednn_line() -> str:
     """What this process runs with: ``oneDNN kernels on (...)`` or ``off (...)``, and why."""
     value = os.environ.get(ONEDNN_VARIABLE)
     if value is None:
         return "oneDNN kernels: TensorFlow's choice for this CPU"
-    state = "off" if value.strip() in ("0", "false", "False") else "on"
+    state = "off" if onednn_turned_off() else "on"
     who = "set by the zoo" if ONEDNN_SET_BY_ZOO else "set by you"
     return f"oneDNN kernels {state} ({ONEDNN_VARIABLE}={value}, {who})"
 

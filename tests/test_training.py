@@ -196,6 +196,78 @@ def test_runtime_and_config_must_agree(tmp_path):
     assert keras.config.dtype_policy().name == "float32"
 
 
+# --precision auto ---------------------------------------------------------------------------
+
+AVX2_ONLY = ["fpu", "sse2", "avx", "avx2", "fma"]  # an AMD EPYC family 23, say
+AVX512_BF16 = [*AVX2_ONLY, "avx512f", "avx512_vnni", "avx512_bf16"]  # AMD EPYC family 25
+
+
+@pytest.mark.parametrize(
+    ("gpu", "flags", "onednn", "precision", "because"),
+    [
+        (False, AVX2_ONLY, True, "float32", "no bfloat16 instructions"),
+        (False, AVX512_BF16, True, "mixed_bfloat16", "AVX512-BF16"),
+        (False, [*AVX2_ONLY, "amx_tile", "amx_bf16"], True, "mixed_bfloat16", "AMX-BF16"),
+        (False, AVX512_BF16, False, "float32", "oneDNN kernels are off"),
+        (False, [], True, "float32", "no bfloat16 instructions"),  # flags unknown (not Linux)
+        (True, AVX2_ONLY, True, "mixed_float16", "a GPU"),
+        (True, AVX512_BF16, True, "mixed_float16", "a GPU"),
+    ],
+)
+def test_precision_auto_follows_the_hardware(gpu, flags, onednn, precision, because):
+    from zoo.training import choose_precision
+
+    choice = choose_precision("auto", gpu=gpu, flags=flags, onednn=onednn)
+    assert choice.precision == precision
+    assert because in choice.reason and choice.reason.startswith("auto: ")
+    asked = choose_precision("float32", gpu=gpu, flags=flags, onednn=onednn)
+    assert (asked.precision, asked.reason) == ("float32", "asked for")
+
+
+def test_precision_auto_reads_this_cpu_and_the_onednn_variable(monkeypatch):
+    from zoo.training import choose_precision, cpu_flags, resolve_precision
+
+    flags = cpu_flags()
+    with open("/proc/cpuinfo") as f:
+        listed = next(line for line in f if line.startswith(("flags", "Features")))
+    assert flags == frozenset(listed.partition(":")[2].split())
+    has_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"}) and not tf.config.list_logical_devices(
+        "GPU"
+    )
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert resolve_precision("auto") == (
+        "mixed_bfloat16" if has_bf16 else choose_precision("auto", onednn=True).precision
+    )
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    if not tf.config.list_logical_devices("GPU"):
+        assert resolve_precision("auto") == "float32"
+
+
+def test_the_start_line_says_which_precision_and_why(tmp_path):
+    trainer = Trainer(tiny(epochs=1), options=at(tmp_path / "run"))
+    trainer.setup()
+    reason = trainer.runtime.precision_reason
+    assert reason.startswith("auto: ")
+    assert f"{trainer.runtime.precision} ({reason})" in trainer.describe()
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(tiny_run):
+    """``auto`` resolves once, when a run starts: on another machine (or after ``auto`` changed)
+    a resumed run goes on in the precision its checkpoints were trained in."""
+    from zoo.training import RunDirectory, resolve_precision, resolve_runtime_for
+
+    here = resolve_precision("auto")
+    other = "float32" if here != "float32" else "mixed_bfloat16"
+    data = json.loads((tiny_run / "data.json").read_text())
+    (tiny_run / "data.json").write_text(json.dumps({**data, "precision": other}))
+    assert RunDirectory.open(tiny_run).trained_precision() == other
+    trainer = Trainer.resume(tiny_run, epochs=3, options=at(tiny_run))
+    assert trainer.runtime.precision == other
+    assert "started with" in trainer.runtime.precision_reason
+    asked = resolve_runtime_for(tiny(precision=here), trained_precision=other)
+    assert asked.precision == here  # a precision asked for by name is what runs
+
+
 # Batch-norm re-estimation -------------------------------------------------------------------
 
 

@@ -133,7 +133,8 @@ class TrainConfig:
     precision: str = _opt(
         "auto",
         "float32, mixed_float16 (with loss scaling), mixed_bfloat16; "
-        "auto: mixed_float16 on a GPU, float32 otherwise",
+        "auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 instructions "
+        "(AVX512-BF16, AMX), float32 otherwise",
         choices=PRECISIONS,
     )
     strategy: str = _opt(

@@ -128,8 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if resume:
             from zoo.training import RunDirectory
 
-            saved = RunDirectory.open(resume).read_config()
-            runtime = resolve_runtime_for(saved)
+            run = RunDirectory.open(resume)
+            runtime = resolve_runtime_for(
+                run.read_config(), trained_precision=run.trained_precision()
+            )
             trainer = Trainer.resume(resume, epochs=epochs, options=options, runtime=runtime)
         else:
             runtime = resolve_runtime_for(config)

@@ -28,7 +28,10 @@ from zoo.training.rundir import (
     load_model,
 )
 from zoo.training.runtime import (
+    PrecisionChoice,
     Runtime,
+    choose_precision,
+    cpu_flags,
     dtype_policy,
     resolve_jit_compile,
     resolve_precision,
@@ -39,6 +42,7 @@ from zoo.training.runtime import (
 __all__ = [
     "FitHistory",
     "NoCheckpointError",
+    "PrecisionChoice",
     "RunDirectory",
     "RunLockedError",
     "RunOptions",
@@ -48,6 +52,8 @@ __all__ = [
     "TrainingCheckFailed",
     "TrainingDiverged",
     "WarmupSchedule",
+    "choose_precision",
+    "cpu_flags",
     "dtype_policy",
     "fit",
     "load_model",

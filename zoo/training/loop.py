@@ -69,7 +69,9 @@ class Trainer:
         # Unset fields take the model's recipe; an unknown name fails here, naming close ones.
         self.config = config.resolve()
         self.options = options or RunOptions()
-        self.runtime = runtime or resolve_runtime_for(config)
+        self.runtime = runtime or resolve_runtime_for(
+            config, trained_precision=_resume.trained_precision() if _resume else None
+        )
         self.runtime.check(config)
         starts = self.config.init_from or self.config.weights
         if self.config.freeze_backbone and not starts and _resume is None:
@@ -604,6 +606,7 @@ class Trainer:
             f"{data.source.num_examples['train']:,} training images of "
             f"{data.image_size[0]}x{data.image_size[1]}, {data.classes} classes; "
             f"{self.runtime.replicas} replica(s), {self.runtime.precision}"
+            f"{f' ({self.runtime.precision_reason})' if self.runtime.precision_reason else ''}"
             f"{', XLA' if self.steps.jit_compile else ''}, "
             f"augment={data.augment!r}; epochs {self.start_epoch + 1}-{cfg.total_epochs} of "
             f"{data.steps_per_epoch} steps, {self.options.steps_per_execution} per call; "

@@ -184,6 +184,12 @@ class RunDirectory:
     def read_config(self) -> TrainConfig:
         return TrainConfig.load(self.path / CONFIG)
 
+    def trained_precision(self) -> str | None:
+        """The precision the run trained under (its ``data.json``); None before its setup."""
+        if not self.file(DATA).is_file():
+            return None
+        return self.read_json(DATA).get("precision")
+
     def write_config(self, config: TrainConfig) -> None:
         """Replace the run's configuration (``--resume --epochs N`` changes ``epochs``)."""
         atomic_write_text(self.path / CONFIG, config.to_json() + "\n")

@@ -12,15 +12,18 @@ process (as a tuner runs trials).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from pipelines.cli import ONEDNN_VARIABLE, onednn_turned_off
 from zoo.config import AUTO
 from zoo.config import PRECISIONS as ASKED_PRECISIONS
 
@@ -35,6 +38,7 @@ class Runtime:
     precision: str = "float32"
     deterministic: bool = False
     jit_compile: bool | None = None  # None: each config's own jit_compile (`xla`)
+    precision_reason: str = ""  # why this precision, for the start line (`choose_precision`)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -134,13 +138,72 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+# CPU features (as Linux's /proc/cpuinfo names them) with bfloat16 multiply instructions.
+BFLOAT16_CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as Linux lists them in ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """A resolved precision and why it was picked, for the run's start line."""
+
+    precision: str
+    reason: str
+
+
+def choose_precision(
+    name: str = "auto",
+    *,
+    gpu: bool | None = None,
+    flags: Iterable[str] | None = None,
+    onednn: bool | None = None,
+) -> PrecisionChoice:
+    """The precision ``name`` resolves to, and why.
+
+    ``auto``: ``mixed_float16`` (with loss scaling) on a GPU; ``mixed_bfloat16`` on a CPU with
+    bfloat16 instructions (AVX512-BF16 or AMX) while TensorFlow's oneDNN kernels are on, which
+    use them; ``float32`` on any other CPU (AVX2 only, say), where bfloat16 is emulated and
+    slower. ``gpu``, ``flags`` and ``onednn`` default to this machine's (`cpu_flags`,
+    ``TF_ENABLE_ONEDNN_OPTS``); a test feeds them. Measured in docs/training.md (precision).
+    """
+    if name != AUTO:
+        return PrecisionChoice(name, "asked for")
+    if gpu is None:
+        gpu = bool(tf.config.list_logical_devices("GPU"))
+    if gpu:
+        return PrecisionChoice("mixed_float16", "auto: a GPU")
+    found = sorted(
+        BFLOAT16_CPU_FLAGS[f]
+        for f in set(flags if flags is not None else cpu_flags()) & set(BFLOAT16_CPU_FLAGS)
+    )
+    if not found:
+        return PrecisionChoice("float32", "auto: this CPU has no bfloat16 instructions")
+    if onednn is None:
+        onednn = not onednn_turned_off()
+    if not onednn:
+        return PrecisionChoice(
+            "float32",
+            f"auto: this CPU has {'/'.join(found)} but oneDNN kernels are off "
+            f"({ONEDNN_VARIABLE}=0), and without them bfloat16 is slower",
+        )
+    return PrecisionChoice("mixed_bfloat16", f"auto: this CPU has {'/'.join(found)}")
+
+
 def resolve_precision(name: str = "auto") -> str:
-    """``auto``: ``mixed_float16`` on a GPU, ``float32`` otherwise. (``mixed_bfloat16`` trains
-    faster on a CPU with bfloat16 instructions, but the learning-rate range test can pick badly
-    under it on narrow models: docs/benchmarks.md.)"""
-    if name == "auto":
-        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32"
-    return name
+    """`choose_precision`'s precision for this machine."""
+    return choose_precision(name).precision
 
 
 def resolve_jit_compile(value: str | bool = "auto") -> bool:
@@ -160,19 +223,33 @@ def resolve_runtime(
 ) -> Runtime:
     """The runtime for a `TrainConfig`'s ``strategy``, ``precision``, ``deterministic`` and
     ``jit_compile`` (None: left to each config, as for a tuner's trials)."""
+    choice = choose_precision(precision)
     return Runtime(
         resolve_strategy(strategy),
-        resolve_precision(precision),
+        choice.precision,
         deterministic,
         None if jit_compile is None else resolve_jit_compile(jit_compile),
+        precision_reason=choice.reason,
     )
 
 
-def resolve_runtime_for(config: Any) -> Runtime:
-    """`resolve_runtime` of a `TrainConfig`'s fields."""
-    return resolve_runtime(
-        config.strategy, config.precision, config.deterministic, config.jit_compile
+def resolve_runtime_for(config: Any, *, trained_precision: str | None = None) -> Runtime:
+    """`resolve_runtime` of a `TrainConfig`'s fields. ``trained_precision``: the precision a
+    run being resumed trained under (its ``data.json``), kept when the config says ``auto``, so
+    a run never changes precision halfway (as it would on another machine)."""
+    runtime = resolve_runtime(
+        config.strategy,
+        config.precision
+        if config.precision != AUTO or not trained_precision
+        else trained_precision,
+        config.deterministic,
+        config.jit_compile,
     )
+    if config.precision == AUTO and trained_precision:
+        runtime = dataclasses.replace(
+            runtime, precision_reason="auto: the precision this run started with"
+        )
+    return runtime
 
 
 @contextlib.contextmanager
