@@ -12,10 +12,12 @@ only if the start failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
@@ -83,14 +85,26 @@ def start_tensorflow(verbose: bool = False) -> None:
     # TensorFlow's and TFDS's Python-side chatter (absl warnings such as "Variant folder ... has
     # no dataset_info.json" before the project's own one-line error) is hidden the same way.
     logging.getLogger("absl").setLevel(logging.ERROR)
+    with native_stderr_hidden():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def native_stderr_hidden(hide: bool = True) -> Iterator[None]:
+    """What native code (C++ start-up lines, LiteRT's ``INFO: Created TensorFlow Lite XNNPACK
+    delegate``) writes to the process's standard error while the block runs, hidden; shown
+    after all when the block raises."""
+    if not hide:
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
+            yield
         except BaseException:
             os.dup2(saved, 2)
             caught.seek(0)

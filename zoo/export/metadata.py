@@ -4,10 +4,12 @@ and validated by whoever serves the version (`zoo.predict`).
 It records the model, ``class_names``, the ``input`` spec, the ``normalization`` (inside the
 graph), ``bytes_input`` (the crop of ``serving_bytes``), the ``outputs`` and ``model_output``
 (whether the model ends in probabilities or logits), the ``signatures``, ``onnx`` (file and
-opset, or null with ``--no-onnx``), the ``parity`` figures, the run's configuration, metrics and
-checkpoint, the library ``versions``, the export's ``name`` and ``version``, and a ``sha256`` of
-every file. Serving needs ``class_names``, the input shape and the crop fraction (`problem`
-checks them) and the sums (`recorded_sha256`).
+opset, or null with ``--no-onnx``), the ``parity`` figures, ``formats`` (each format's file,
+runtime, number format, size in bytes and measured figures), ``evaluation`` (the images they were
+measured on), ``calibration`` (the int8 formats' images), ``measured_on`` (the CPU and threads),
+the run's configuration, metrics and checkpoint, the library ``versions``, the export's ``name``
+and ``version``, and a ``sha256`` of every file. Serving needs ``class_names``, the input shape
+and the crop fraction (`problem` checks them) and the sums (`recorded_sha256`).
 
 Light to import: TensorFlow is loaded only when a version is built.
 """
@@ -48,11 +50,23 @@ def sha256_sums(folder: Path, skip: str) -> dict[str, str]:
 
 
 def build_metadata(
-    source: Source, *, output: dict[str, str], onnx: bool, opset: int, parity: dict[str, Any]
+    source: Source,
+    *,
+    output: dict[str, str],
+    onnx: bool,
+    opset: int,
+    parity: dict[str, Any],
+    formats: dict[str, dict[str, Any]] | None = None,
+    evaluation: str | None = None,
+    calibration: dict[str, Any] | None = None,
+    measured_on: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A version's metadata, less ``name``, ``sha256`` and ``version`` (the export adds them)."""
+    import importlib.metadata
+
     import keras
     import onnx as onnx_lib
+    import onnxruntime
     import tensorflow as tf
     import tf2onnx
 
@@ -89,6 +103,10 @@ def build_metadata(
         "signatures": ["serving_default", "serving_bytes"],
         "onnx": {"file": ONNX_FILE, "opset": opset} if onnx else None,
         "parity": parity,
+        "formats": formats or {},
+        "evaluation": evaluation,
+        "calibration": calibration,
+        "measured_on": measured_on,
         "training_config": source.config,
         "metrics": source.metrics,
         "checkpoint": source.checkpoint,
@@ -97,9 +115,18 @@ def build_metadata(
             "keras": keras.__version__,
             "tf2onnx": tf2onnx.__version__,
             "onnx": onnx_lib.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "ai-edge-litert": _version(importlib.metadata, "ai-edge-litert"),
             "keras-zoo": zoo.__version__,
         },
     }
+
+
+def _version(metadata: Any, package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:

@@ -83,3 +83,60 @@ def write_and_check(
             f"probabilities (tolerance {PARITY_TOLERANCE}); not exported."
         )
     return {"onnx_vs_savedmodel_max_abs_diff": diff, "onnx_outputs": sorted(outputs)}
+
+
+# Calibration batch of ONNX Runtime's static quantization (images per calibration run).
+CALIBRATION_BATCH = 16
+
+
+def quantize(model: Path, out: Path, calibration: np.ndarray) -> None:
+    """``out``: ``model`` (float32 ONNX) with static int8 quantization by ONNX Runtime: QDQ
+    format, int8 weights per channel, uint8 activations (ONNX Runtime's choice for x86 CPUs,
+    U8S8), ranges from ``calibration`` (raw-pixel images) by min-max.
+
+    Raises:
+        ExportError: ONNX Runtime's quantization failed.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                {"images": calibration[i : i + CALIBRATION_BATCH].astype(np.float32)}
+                for i in range(0, len(calibration), CALIBRATION_BATCH)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    prepared = out.with_name(out.stem + ".prepared.onnx")
+    try:
+        # Shapes inferred and the graph folded, as ONNX Runtime asks before quantizing (its
+        # symbolic shape inference needs sympy and nothing here has a symbolic shape but batch).
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    except (ExportError, OSError):
+        raise
+    except Exception as err:  # ONNX Runtime's tools raise many kinds
+        raise ExportError(
+            f"onnx_int8: ONNX Runtime's quantization failed ({one_line(err, 300, typed=True)}); "
+            "leave onnx_int8 out of --formats; nothing was exported."
+        ) from None
+    finally:
+        prepared.unlink(missing_ok=True)

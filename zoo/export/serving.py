@@ -14,6 +14,7 @@ refused. ``metadata.json`` says which (``model_output``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -98,14 +99,22 @@ def decode_and_crop(
     return resize_and_center_crop(tf.cast(image, tf.float32), size, crop_fraction)
 
 
-class ServingModule(tf.Module):
+class ServingModule:
     """The graph that is saved: normalisation, the model and the outputs. ``output`` is what
-    the model outputs, ``"probabilities"`` or ``"logits"`` (default: `model_output`'s answer)."""
+    the model outputs, ``"probabilities"`` or ``"logits"`` (default: `model_output`'s answer).
+
+    `save` writes it with Keras's `keras.export.ExportArchive`, which saves the variables the
+    signatures read and nothing of the Keras model object. The SavedModel then converts
+    cleanly with TensorFlow's own ``tf.lite.TFLiteConverter.from_saved_model``: its weights
+    become constants (``CONV_2D``, ``FULLY_CONNECTED``, batch norm folded). Saved with
+    ``tf.saved_model.save`` of a module that holds the Keras model, the same graph converted
+    without an error into a TFLite model whose weights stayed ``READ_VARIABLE`` ops that nothing
+    initialises: NaN for every input.
+    """
 
     def __init__(
         self, source: Source, crop_fraction: float = CROP_FRACTION, output: str | None = None
     ) -> None:
-        super().__init__()
         self.model = source.model
         self._mean, self._std = list(source.mean), list(source.std)
         height, width, channels = source.input_shape
@@ -114,16 +123,28 @@ class ServingModule(tf.Module):
         self._output = output or model_output(source.model, source.input_shape)["kind"]
         if self._output not in (PROBABILITIES, LOGITS):
             raise ValueError(f"output must be {PROBABILITIES!r} or {LOGITS!r}, got {output!r}.")
-        self.serve = tf.function(
-            self._serve,
-            input_signature=[
+        self.signatures = {
+            "serving_default": [
                 tf.TensorSpec([None, height, width, channels], tf.float32, name="images")
             ],
-        )
+            "serving_bytes": [tf.TensorSpec([None], tf.string, name="image_bytes")],
+        }
+        self.serve = tf.function(self._serve, input_signature=self.signatures["serving_default"])
         self.serve_bytes = tf.function(
-            self._serve_bytes,
-            input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+            self._serve_bytes, input_signature=self.signatures["serving_bytes"]
         )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the SavedModel with its two signatures to ``path``."""
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        archive.add_endpoint(
+            "serving_default", self._serve, input_signature=self.signatures["serving_default"]
+        )
+        archive.add_endpoint(
+            "serving_bytes", self._serve_bytes, input_signature=self.signatures["serving_bytes"]
+        )
+        archive.write_out(str(path), verbose=False)
 
     def _serve(self, images):
         # Constants are made here, not captured, so the ONNX graph has one input.

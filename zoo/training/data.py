@@ -23,6 +23,27 @@ logger = logging.getLogger("zoo.train")
 STATS_EXAMPLES = 20_000  # images used for the normalisation and PCA statistics
 
 
+def load_options(
+    dataset: str, data_dir: str | None, label_regex: str | None, *, download: bool = False
+) -> dict[str, Any]:
+    """The options of ``pipelines.load(dataset, ...)`` for a run's dataset fields (the training
+    and the export of its run load the same data); a `ValueError` for a field the dataset kind
+    does not take."""
+    options: dict[str, Any] = {}
+    if dataset.startswith("tfds:"):
+        options = {"data_dir": data_dir, "download": download}
+    elif data_dir is not None:
+        raise ValueError("data_dir applies to tfds:NAME datasets only.")
+    if dataset.startswith("files:"):
+        options["label_regex"] = label_regex
+    elif label_regex is not None:
+        raise ValueError(
+            "--label-regex applies to files:PATH datasets only (one folder of images "
+            "labelled by their names); a folder:PATH dataset is labelled by its folders."
+        )
+    return options
+
+
 class TrainData:
     """A `TrainConfig`'s dataset, resolved: image size, augmentation, classes and statistics.
 
@@ -31,18 +52,9 @@ class TrainData:
 
     def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy) -> None:
         self.config, self.strategy = config, strategy
-        options: dict[str, Any] = {}
-        if config.dataset.startswith("tfds:"):
-            options = {"data_dir": config.data_dir, "download": config.download}
-        elif config.data_dir is not None:
-            raise ValueError("data_dir applies to tfds:NAME datasets only.")
-        if config.dataset.startswith("files:"):
-            options["label_regex"] = config.label_regex
-        elif config.label_regex is not None:
-            raise ValueError(
-                "--label-regex applies to files:PATH datasets only (one folder of images "
-                "labelled by their names); a folder:PATH dataset is labelled by its folders."
-            )
+        options = load_options(
+            config.dataset, config.data_dir, config.label_regex, download=config.download
+        )
         self.source = pipelines.load(config.dataset, **options)
         if not getattr(self.source, "exact_sizes", True):
             raise ValueError(

@@ -142,17 +142,27 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
 BFLOAT16_CPU_FLAGS = {"avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
 
 
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags as Linux lists them in ``/proc/cpuinfo`` (empty elsewhere)."""
+def _cpuinfo(keys: tuple[str, ...]) -> str:
+    """The first value of any of ``keys`` in Linux's ``/proc/cpuinfo`` ("" elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value.strip()
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as Linux lists them in ``/proc/cpuinfo`` (empty elsewhere)."""
+    return frozenset(_cpuinfo(("flags", "Features")).split())
+
+
+def cpu_name() -> str:
+    """This CPU's model name (``/proc/cpuinfo``), or ``"unknown"``."""
+    return _cpuinfo(("model name",)) or "unknown"
 
 
 @dataclass(frozen=True)
