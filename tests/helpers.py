@@ -69,3 +69,17 @@ def build_once(
             build(target)
             made.touch()
     return target
+
+
+def train_for_export(run: Path) -> None:
+    """Two epochs of resnet20 at 1/4 width on digits under mixed_bfloat16 (about half of the
+    digits right): the run the export tests read."""
+    import keras
+
+    from zoo.training import Trainer
+
+    config = TrainConfig(
+        model="resnet20", width=0.25, batch_size=64, epochs=2, precision="mixed_bfloat16"
+    )
+    Trainer(config, options=RunOptions(run_dir=str(run), verbose=False)).fit()
+    assert keras.config.dtype_policy().name == "float32"  # the engine restored it

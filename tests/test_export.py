@@ -11,36 +11,22 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import build_once
+from helpers import build_once, train_for_export
 from PIL import Image
 from scripts import CHILD_TIMEOUT, run_module
 
 import zoo
-from zoo.config import RunOptions, TrainConfig
 from zoo.export import LOCK_NAME, ExportError, check_name, export, export_finished_run, load_source
 from zoo.predict import main as predict_main
-from zoo.training import Trainer
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _train_for_export(run: Path) -> None:
-    config = TrainConfig(
-        model="resnet20",
-        width=0.25,
-        batch_size=64,
-        epochs=2,
-        precision="mixed_bfloat16",
-    )
-    Trainer(config, options=RunOptions(run_dir=str(run), verbose=False)).fit()
-    assert keras.config.dtype_policy().name == "float32"  # the engine restored it
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A two-epoch resnet20 (1/4 width) on digits, trained under mixed_bfloat16 once per test
     session (read only: exports read their source)."""
-    return build_once(tmp_path_factory, "export-run", _train_for_export)
+    return build_once(tmp_path_factory, "export-run", train_for_export)
 
 
 @pytest.fixture(scope="module")
