@@ -1,8 +1,8 @@
 """The benchmark suite: ``python -m benchmarks.run --suite cpu|gpu --out DIR``.
 
-Runs every section (training step, steps per call, input pipeline, inference, scaling) and
-writes ``DIR/results.json`` and ``DIR/RESULTS.md`` with the machine, the library versions and
-the exact command. ``--smoke`` runs a few steps of everything: its figures mean nothing, it only
+Runs every section (training step, steps per call, input pipeline, inference, scaling, deployment
+formats) and writes ``DIR/results.json`` and ``DIR/RESULTS.md`` with the machine, the library
+versions and the exact command. ``--smoke`` runs a few steps of everything: its figures mean nothing, it only
 shows that the suite works (a test runs it).
 """
 
@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("train_step", "overhead", "pipeline", "inference", "scaling")
+SECTIONS = ("train_step", "overhead", "pipeline", "inference", "scaling", "deploy")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

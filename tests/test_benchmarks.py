@@ -12,8 +12,8 @@ from scripts import run_module
 from benchmarks.run import SECTIONS, main
 
 
-def test_the_suite_has_its_five_sections():
-    assert SECTIONS == ("train_step", "overhead", "pipeline", "inference", "scaling")
+def test_the_suite_has_its_six_sections():
+    assert SECTIONS == ("train_step", "overhead", "pipeline", "inference", "scaling", "deploy")
 
 
 # The pipeline section (about 15 s) keeps the harness and its files in the quick tier.
