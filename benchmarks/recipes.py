@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import zoo
-from zoo.training.rundir import CHECKS, METRICS, RunDirectory
+from zoo.training.rundir import CHECKS, DATA, METRICS, RunDirectory
 
 # Width multipliers that keep a model's 15 digit epochs within a few minutes on 2 CPU cores.
 WIDTHS = {
@@ -74,6 +74,7 @@ def train(model: str, root: Path) -> dict:
         test_accuracy=round(metrics["test_accuracy"], 4),
         train_accuracy_last_epoch=round(float(last["accuracy"]), 4),
         learning_rate=metrics["learning_rate"],
+        precision=run.read_json(DATA).get("precision"),
         warnings=[w["check"] for w in checks["warnings"]],
     )
     return row
@@ -81,19 +82,20 @@ def train(model: str, root: Path) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | width | recipe | test accuracy | training accuracy, last epoch "
+        "| model | width | recipe | precision | test accuracy | training accuracy, last epoch "
         "| checks that warned | seconds |",
-        "|---|---:|---|---:|---:|---|---:|",
+        "|---|---:|---|---|---:|---:|---|---:|",
     ]
     for r in rows:
         if "error" in r:
             lines.append(
-                f"| {r['model']} | {r['width']:g} | {r['recipe']} | failed: {r['error']} | | | "
+                f"| {r['model']} | {r['width']:g} | {r['recipe']} | | failed: {r['error']} | | | "
                 f"{r['seconds']} |"
             )
             continue
         lines.append(
-            f"| {r['model']} | {r['width']:g} | {r['recipe']} | {r['test_accuracy']:.3f} | "
+            f"| {r['model']} | {r['width']:g} | {r['recipe']} | {r.get('precision') or '?'} | "
+            f"{r['test_accuracy']:.3f} | "
             f"{r['train_accuracy_last_epoch']:.3f} | {', '.join(r['warnings']) or '-'} | "
             f"{r['seconds']} |"
         )

@@ -2,8 +2,8 @@
 
 Runs every section (training step, steps per call, input pipeline, inference, scaling, deployment
 formats) and writes ``DIR/results.json`` and ``DIR/RESULTS.md`` with the machine, the library
-versions and the exact command. ``--smoke`` runs a few steps of everything: its figures mean nothing, it only
-shows that the suite works (a test runs it).
+versions and the exact command. ``--smoke`` runs a few steps of everything: its figures mean
+nothing, it only shows that the suite works (a test runs it).
 """
 
 from __future__ import annotations
