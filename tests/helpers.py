@@ -15,11 +15,22 @@ import pytest
 
 from zoo.config import RunOptions, TrainConfig
 
+# The tests' precision unless a test asks for another: float32, so that their numbers are the same
+# on every CPU (``auto`` is mixed_bfloat16 on a CPU with bfloat16 instructions, float32 on others).
+PRECISION = "float32"
+
 
 def tiny(**overrides) -> TrainConfig:
     """A seconds-long run: resnet20 at 1/8 width on digits (19 steps an epoch at batch 64)."""
     return TrainConfig(
-        **{"model": "resnet20", "width": 0.125, "batch_size": 64, "epochs": 2, **overrides}
+        **{
+            "model": "resnet20",
+            "width": 0.125,
+            "batch_size": 64,
+            "epochs": 2,
+            "precision": PRECISION,
+            **overrides,
+        }
     )
 
 

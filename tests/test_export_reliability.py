@@ -380,13 +380,13 @@ def test_an_onnx_path_of_an_export_without_onnx(keras_files, image_file, tmp_pat
     target = export(source, out=tmp_path, onnx=False)
     assert predict_main([str(target), str(image_file), "--backend", "onnx"]) == 2
     assert error_line(capsys) == (
-        f"error: {target} has no model.onnx (it was exported with --no-onnx); use "
-        "--backend tf, or export again without --no-onnx."
+        f"error: {target} has no model.onnx (it was exported without onnx); export again "
+        "with --formats onnx, or choose another --backend/--precision."
     )
     assert predict_main([str(target / "model.onnx"), str(image_file)]) == 2
     assert error_line(capsys) == (
-        f"error: {target}/model.onnx does not exist ({target} was exported with --no-onnx); "
-        f"pass {target} with --backend tf, or export again without --no-onnx."
+        f"error: {target}/model.onnx does not exist ({target} was exported without onnx); "
+        f"pass {target} with --backend tf, or export again with --formats onnx."
     )
 
 

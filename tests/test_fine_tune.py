@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import at
+from helpers import PRECISION, at
 from helpers import history_rows as history
 
 import pipelines
@@ -15,7 +15,7 @@ from zoo.config import TrainConfig
 from zoo.train import main
 from zoo.training import Trainer, load_model
 
-BASE = {"model": "resnet20", "width": 0.125, "batch_size": 32, "seed": 0}
+BASE = {"model": "resnet20", "width": 0.125, "batch_size": 32, "seed": 0, "precision": PRECISION}
 
 
 def write_digits(folder: Path, classes: str, per_class: int | None = None) -> str:
@@ -190,8 +190,7 @@ def test_backbone_step_is_the_multiplier_times_the_head_step(tmp_path, precision
     moves = {}
     for multiplier in (1.0, 0.25):
         config = TrainConfig(
-            **BASE,
-            precision=precision,
+            **{**BASE, "precision": precision},
             optimizer=optimizer,
             momentum=0.0,
             learning_rate=0.5,

@@ -2,6 +2,7 @@
 trainings in one process, batch-norm re-estimation, and the ``--resume`` command line."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -244,7 +245,7 @@ def test_precision_auto_reads_this_cpu_and_the_onednn_variable(monkeypatch):
 
 
 def test_the_start_line_says_which_precision_and_why(tmp_path):
-    trainer = Trainer(tiny(epochs=1), options=at(tmp_path / "run"))
+    trainer = Trainer(tiny(epochs=1, precision="auto"), options=at(tmp_path / "run"))
     trainer.setup()
     reason = trainer.runtime.precision_reason
     assert reason.startswith("auto: ")
@@ -258,6 +259,8 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(tiny_run):
 
     here = resolve_precision("auto")
     other = "float32" if here != "float32" else "mixed_bfloat16"
+    run = RunDirectory.open(tiny_run)
+    run.write_config(dataclasses.replace(run.read_config(), precision="auto"))
     data = json.loads((tiny_run / "data.json").read_text())
     (tiny_run / "data.json").write_text(json.dumps({**data, "precision": other}))
     assert RunDirectory.open(tiny_run).trained_precision() == other

@@ -322,6 +322,7 @@ def test_zoo_train_starts_from_published_weights_with_their_normalisation(tmp_pa
         batch_size=32,
         overfit_batches=2,
         image_size=32,  # the digits' own size, not the weights' 224
+        precision="float32",  # compared with the float32 model load_model rebuilds
     )
     trainer = Trainer(config, options=RunOptions(run_dir=str(tmp_path / "run"), verbose=False))
     trainer.setup()
