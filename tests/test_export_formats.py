@@ -15,9 +15,8 @@ from PIL import Image
 from scripts import run_python
 
 import zoo
-from zoo.export import ExportError, export, load_source
+from zoo.export import FORMATS, ExportError, export, load_source, parse_formats, summary
 from zoo.export import main as export_main
-from zoo.export.formats import FORMATS, parse_formats
 from zoo.predict import main as predict_main
 
 INT8 = ("onnx_int8", "tflite_int8")
@@ -294,8 +293,6 @@ def test_the_command_line_refuses_bad_formats_and_int8_without_images(tmp_path, 
 
 
 def test_the_summary_names_the_machine(all_formats, capsys):
-    from zoo.export.cli import summary
-
     metadata = json.loads((all_formats / "metadata.json").read_text())
     text = summary(all_formats, metadata)
     assert metadata["measured_on"]["cpu"] in text

@@ -1,11 +1,16 @@
-"""``python -m zoo.export``: a trained model as a SavedModel for serving and an ONNX file, checked.
+"""``python -m zoo.export``: a trained model as a SavedModel for serving, an ONNX file and, on
+request, TFLite (float32, float16, int8) and int8 ONNX files; each checked and measured.
 
-Layout (TF Serving's): ``<out>/<name>/<version>/`` holds the SavedModel, ``model.onnx`` and
-``metadata.json``. One module per job:
+Layout (TF Serving's): ``<out>/<name>/<version>/`` holds the SavedModel, ``model.onnx``, the other
+formats' files and ``metadata.json``. One module per job:
 
 - `zoo.export.source`: a run directory or a ``.keras`` file as a `Source`.
 - `zoo.export.serving`: the saved graph (`ServingModule`), its two signatures and outputs.
-- `zoo.export.onnx`: the ONNX conversion and its parity check against the SavedModel.
+- `zoo.export.formats`: the formats (`FORMATS`): name, file, runtime, number format.
+- `zoo.export.onnx`: the ONNX conversion, its parity check, and ONNX Runtime's int8 quantization.
+- `zoo.export.tflite`: the TFLite conversions, by TensorFlow's converter from the SavedModel.
+- `zoo.export.runners`: each format run by its own runtime (`open_runner`).
+- `zoo.export.measure`: the images, each format's accuracy and speed, the accuracy gate.
 - `zoo.export.store`: versions, their atomic claim, locks and killed exports' leftovers.
 - `zoo.export.metadata`: the ``metadata.json`` format, its sha256 sums, writing and reading it.
 - `zoo.export.writer`: `export`, which writes one checked version.
@@ -24,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 from zoo.export.errors import ExportError
 
 if TYPE_CHECKING:
-    from zoo.export.cli import error_line, export_finished_run, main
+    from zoo.export.cli import error_line, export_finished_run, main, summary
+    from zoo.export.formats import DEFAULT_FORMATS, FORMATS, Format, parse_formats
     from zoo.export.metadata import DamagedExportError, file_sha256, read_metadata
     from zoo.export.onnx import DEFAULT_OPSET, PARITY_TOLERANCE, check_opset, max_opset
+    from zoo.export.runners import Runner, open_runner
     from zoo.export.serving import CROP_FRACTION, ServingModule, decode_and_crop, model_output
     from zoo.export.source import Source, check_channels, load_source
     from zoo.export.store import LOCK_NAME, check_name, claim_version, next_version, versions
@@ -36,7 +43,13 @@ if TYPE_CHECKING:
 # Public name -> the module that defines it (imported on first use).
 _HOMES = {
     "CROP_FRACTION": "serving",
+    "DEFAULT_FORMATS": "formats",
     "DEFAULT_OPSET": "onnx",
+    "FORMATS": "formats",
+    "Format": "formats",
+    "Runner": "runners",
+    "open_runner": "runners",
+    "parse_formats": "formats",
     "DamagedExportError": "metadata",
     "LOCK_NAME": "store",
     "PARITY_TOLERANCE": "onnx",
@@ -57,15 +70,20 @@ _HOMES = {
     "model_output": "serving",
     "next_version": "store",
     "read_metadata": "metadata",
+    "summary": "cli",
     "versions": "store",
 }
 __all__ = [
     "CROP_FRACTION",
+    "DEFAULT_FORMATS",
     "DEFAULT_OPSET",
+    "FORMATS",
     "LOCK_NAME",
     "PARITY_TOLERANCE",
     "DamagedExportError",
     "ExportError",
+    "Format",
+    "Runner",
     "ServingModule",
     "Source",
     "check_channels",
@@ -82,7 +100,10 @@ __all__ = [
     "max_opset",
     "model_output",
     "next_version",
+    "open_runner",
+    "parse_formats",
     "read_metadata",
+    "summary",
     "versions",
 ]
 

@@ -98,8 +98,9 @@ def export(
     check_channels("mean", source.mean)
     check_channels("std", source.std, positive=True)
     output = model_output(source.model, source.input_shape)
-    plan = _Plan(chosen, opset, eval_split, eval_images, calibration, max_accuracy_drop)
-    plan.measure_speed = measure_speed
+    plan = _Plan(
+        chosen, opset, eval_split, eval_images, calibration, max_accuracy_drop, measure_speed
+    )
     plan.load_images(source)  # bad data fails before anything is written
     folder = Path(out) / name
     if version is not None and os.path.lexists(folder / str(version)) and not overwrite:
@@ -140,10 +141,11 @@ class _Plan:
         eval_images: int,
         calibration: int | np.ndarray,
         max_drop: float,
+        measure_speed: bool,
     ) -> None:
         self.formats, self.opset, self.max_drop = formats, opset, max_drop
         self.eval_split, self.eval_images, self.calibration = eval_split, eval_images, calibration
-        self.measure_speed = True
+        self.measure_speed = measure_speed
         self.eval: Images | None = None
         self.calibration_images: Images | None = None
 

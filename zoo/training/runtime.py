@@ -233,9 +233,10 @@ def resolve_runtime(
 ) -> Runtime:
     """The runtime for a `TrainConfig`'s ``strategy``, ``precision``, ``deterministic`` and
     ``jit_compile`` (None: left to each config, as for a tuner's trials)."""
-    choice = choose_precision(precision)
+    resolved = resolve_strategy(strategy)  # first: a multi-worker strategy must be created
+    choice = choose_precision(precision)  # before anything lists the logical devices
     return Runtime(
-        resolve_strategy(strategy),
+        resolved,
         choice.precision,
         deterministic,
         None if jit_compile is None else resolve_jit_compile(jit_compile),
