@@ -81,10 +81,12 @@ def rows(model: str, width: float, metadata: dict[str, Any]) -> list[list[str]]:
     return out
 
 
-def run(ctx: harness.Context, runs: Path | None = None) -> Section:
+def run(
+    ctx: harness.Context, runs: Path | None = None, models: tuple[str, ...] | None = None
+) -> Section:
     from benchmarks.recipes import WIDTHS
 
-    models = ctx.pick(MODELS, SMOKE_MODELS)
+    models = models or ctx.pick(MODELS, SMOKE_MODELS)
     scratch = Path(ctx.scratch("deploy"))
     table_rows: list[list[str]] = []
     data: dict[str, Any] = {}
@@ -128,13 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__)
     parser.add_argument("--runs", type=Path, help="trained runs, DIR/<model> (default: train)")
     parser.add_argument("--smoke", action="store_true", help="1 epoch of resnet20 at 1/8 width")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="registry names, separated by commas"
+    )
     args = parser.parse_args(argv)
     import tempfile
     import time
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        section = run(harness.Context("cpu", args.smoke, out), args.runs)
+        models = None if args.smoke else tuple(args.models.split(","))
+        section = run(harness.Context("cpu", args.smoke, out), args.runs, models)
     harness.print_section(section)
     print(f"\n{time.perf_counter() - start:.0f} s")
     return 0
