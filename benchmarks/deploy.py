@@ -66,13 +66,13 @@ def rows(model: str, width: float, metadata: dict[str, Any]) -> list[list[str]]:
     base = formats["savedmodel"]
     out = []
     for name, f in formats.items():
-        drop = 100 * (base["accuracy"] - f["accuracy"])
+        change = 100 * (f["accuracy"] - base["accuracy"]) + 0.0  # + 0.0: no "-0.0"
         out.append(
             [
                 f"{model} ({width:g})",
                 name,
                 f"{f['bytes'] / 1e6:.2f}",
-                f"{f['accuracy']:.4f}" + (f" ({-drop:+.1f})" if name != "savedmodel" else ""),
+                f"{f['accuracy']:.4f}" + (f" ({change:+.1f})" if name != "savedmodel" else ""),
                 "-" if name == "savedmodel" else f"{f['agreement']:.4f}",
                 f"{f['latency_ms_batch1']:.2f}",
                 f"{f['images_per_s_batch64']:.0f}",
