@@ -88,26 +88,18 @@ def ratio(a: Spread, b: Spread) -> float:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (`zoo.training.runtime.cpu_name`), else what ``platform`` says."""
+    from zoo.training.runtime import cpu_name
+
+    name = cpu_name()
+    return name if name != "unknown" else platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """The CPU's feature flags (`zoo.training.runtime.cpu_flags`: ``/proc/cpuinfo``)."""
+    from zoo.training.runtime import cpu_flags as flags
+
+    return set(flags())
 
 
 def gpus() -> list[dict[str, str]]:
